@@ -1,0 +1,25 @@
+"""Errors a user can act on.
+
+Every error that reaches the command line is an ``SnncError``: its message is one line that names
+the file, node or flag at fault and says what to do. The CLI prints it without a traceback.
+"""
+
+
+class SnncError(Exception):
+    """An error caused by the user's input, reported as one line."""
+
+
+class IRError(SnncError):
+    """A graph that breaks an IR rule; the message names the node."""
+
+    def __init__(self, node: str | None, message: str):
+        self.node = node
+        super().__init__(f"node {node!r}: {message}" if node is not None else message)
+
+
+class FrontendError(SnncError):
+    """A model file that cannot be imported."""
+
+
+class ExportError(SnncError):
+    """A graph that the requested format cannot express."""

@@ -1,0 +1,145 @@
+"""Readable, deterministic dumps of a graph: text (one line per node, then edges), JSON and DOT.
+
+All three formats come from one summary per node, so they always say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from snnc.ir.graph import Graph, Node
+
+_WEIGHTS = ("weight",)
+
+
+def _number(x) -> str:
+    return f"{float(x):.6g}"
+
+
+def _shape(shape) -> str:
+    if shape is None:
+        return "-"
+    return "(" + ",".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def show_name(name: str) -> str:
+    """A name as it is when plain, quoted with escapes when it holds spaces, quotes or control characters."""
+    plain = name.isprintable() and not any(c in name for c in " \"'=,;()[]{}")
+    return name if plain else json.dumps(name)
+
+
+def array_summary(array: np.ndarray) -> dict:
+    """Shape, range and sparsity of an array: what a person wants to know about a weight."""
+    summary = {"shape": list(array.shape), "dtype": str(array.dtype)}
+    if array.size:
+        summary.update(min=float(array.min()), max=float(array.max()),
+                       sparsity=float(1.0 - np.count_nonzero(array) / array.size))
+    return summary
+
+
+def _value_text(value) -> str:
+    """A parameter in a few characters: the value when uniform, else its range."""
+    if isinstance(value, np.ndarray):
+        if value.size and np.all(value == value.flat[0]):
+            return _number(value.flat[0])
+        if not value.size:
+            return "[]"
+        return f"[{_number(value.min())}..{_number(value.max())}]"
+    if isinstance(value, tuple):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return array_summary(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def node_summary(graph: Graph, node: Node) -> dict:
+    fields = node.op.fields()
+    return {
+        "name": node.name,
+        "op": node.op.kind,
+        "input_shape": None if node.input_shape is None else list(node.input_shape),
+        "output_shape": None if node.output_shape is None else list(node.output_shape),
+        "params": {k: _jsonable(v) for k, v in fields.items() if k not in _WEIGHTS and v is not None},
+        "weights": {k: array_summary(v) for k, v in fields.items() if k in _WEIGHTS and v is not None},
+        "annotations": _jsonable(node.annotations),
+    }
+
+
+def to_json(graph: Graph) -> str:
+    document = {
+        "name": graph.name, "dt": graph.dt, "metadata": _jsonable(graph.metadata),
+        "inputs": graph.inputs, "outputs": graph.outputs,
+        "nodes": [node_summary(graph, n) for n in graph],
+        "edges": [{"source": s, "target": t, "recurrent": (s, t) in graph.recurrent_edges} for s, t in graph.edges],
+    }
+    return json.dumps(document, indent=2)
+
+
+def _params_text(node: Node) -> str:
+    return " ".join(f"{k}={_value_text(v)}" for k, v in node.op.fields().items()
+                    if k not in _WEIGHTS and v is not None and not (k == "shape"))
+
+
+def _weights_text(node: Node) -> str:
+    parts = []
+    for key in _WEIGHTS:
+        array = node.op.fields().get(key)
+        if array is not None:
+            s = array_summary(array)
+            parts.append(f"{key}{_shape(array.shape)} [{_number(s['min'])}, {_number(s['max'])}] "
+                         f"sparsity={s['sparsity']:.2f}" if array.size else f"{key}{_shape(array.shape)}")
+    return " ".join(parts)
+
+
+def _annotations_text(node: Node) -> str:
+    return " ".join(f"@{k}={json.dumps(_jsonable(v), sort_keys=True, separators=(',', ':'))}"
+                    for k, v in node.annotations.items())
+
+
+def to_text(graph: Graph) -> str:
+    header = ["#", "node", "op", "in", "out", "parameters", "weights", "annotations"]
+    rows = [[str(i), show_name(n.name), n.op.kind, _shape(n.input_shape), _shape(n.output_shape),
+             _params_text(n), _weights_text(n), _annotations_text(n)] for i, n in enumerate(graph)]
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    lines = [f"graph {show_name(graph.name or 'main')}  dt={_number(graph.dt)} s  nodes={len(graph)}  "
+             f"edges={len(graph.edges)}  inputs={','.join(map(show_name, graph.inputs))}  "
+             f"outputs={','.join(map(show_name, graph.outputs))}"]
+    for row in [header, *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    lines.append("edges:")
+    for s, t in graph.edges:
+        note = "  (recurrent: carries the previous step)" if (s, t) in graph.recurrent_edges else ""
+        lines.append(f"  {show_name(s)} -> {show_name(t)}{note}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(graph: Graph) -> str:
+    lines = [f"digraph {_dot_quote(graph.name or 'main')} {{", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
+    for n in graph:
+        label = f"{n.name}\n{n.op.kind} {_shape(n.input_shape)} -> {_shape(n.output_shape)}"
+        details = _weights_text(n)
+        lines.append(f"  {_dot_quote(n.name)} [label={_dot_quote(label + (chr(10) + details if details else ''))}];")
+    for s, t in graph.edges:
+        style = ' [style=dashed, label="t-1"]' if (s, t) in graph.recurrent_edges else ""
+        lines.append(f"  {_dot_quote(s)} -> {_dot_quote(t)}{style};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+FORMATS = {"text": to_text, "json": to_json, "dot": to_dot}
