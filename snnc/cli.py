@@ -1,0 +1,194 @@
+"""The ``snnc`` command line: inspect, compile, run and export.
+
+Bad input ends with one line on stderr that names the file, node or flag, and exit code 2; an
+unexpected failure with one line and exit code 1. ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import snnc
+from snnc.errors import SnncError
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of usage plus message."""
+
+    def error(self, message):
+        raise SnncError(f"{message} (see '{self.prog} --help')")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dt", type=float, default=None,
+                        help="time step in seconds for formats that store none (NIR; default 1e-4)")
+    parser.add_argument("--reset", choices=("value", "subtract"), default=None,
+                        help="reset mode of neurons for formats that store none (NIR; default value)")
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, so a failure leaves no partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".snnc-", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _load_input(path: Path):
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SnncError(f"--input {path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise SnncError(f"--input {path}: not a readable .npy or .npz file ({e})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            return {key: data[key] for key in data.files}
+    return data
+
+
+def cmd_inspect(args) -> int:
+    from snnc.frontend import load_model
+    from snnc.ir.printer import FORMATS
+
+    graph = load_model(args.model, dt=args.dt, reset=args.reset)
+    text = FORMATS[args.format](graph)
+    if args.output:
+        _atomic_write(Path(args.output), lambda p: p.write_text(text))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from snnc.backends import compile_graph
+    from snnc.frontend import load_model
+
+    graph = load_model(args.model, dt=args.dt, reset=args.reset)
+    out = compile_graph(graph, args.target, Path(args.model), Path(args.output))
+    print(f"compiled {args.model} for {args.target}: {len(graph)} nodes -> {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from snnc.frontend import load_model
+    from snnc.runtime.simulator import Simulator
+
+    if Path(args.output).suffix != ".npz":
+        raise SnncError(f"-o {args.output}: results are written as .npz; name the file *.npz")
+    graph = load_model(args.model, dt=args.dt, reset=args.reset)
+    inputs = _load_input(Path(args.input))
+    started = time.perf_counter()
+    results = Simulator(graph, dtype=np.dtype(args.precision)).run(inputs, steps=args.steps, probes=args.probe)
+    elapsed = time.perf_counter() - started
+    _atomic_write(Path(args.output), lambda p: np.savez(p, **results))
+    first = next(iter(results.values()))
+    print(f"ran {args.model}: batch={first.shape[0]} steps={first.shape[1]} in {elapsed:.3f} s -> {args.output}")
+    width = max(len(k) for k in results)
+    print(f"  {'array'.ljust(width)}  shape                 total      mean/step")
+    for key, value in results.items():
+        print(f"  {key.ljust(width)}  {str(value.shape).ljust(20)}  {value.sum():<9.6g}  {value.sum() / value.shape[1]:.6g}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from snnc.backends.nir import write_nir
+    from snnc.frontend import load_model
+
+    graph = load_model(args.model, dt=args.dt, reset=args.reset)
+    out = Path(args.output)
+    if out.suffix != ".nir":
+        raise SnncError(f"-o {out}: NIR files end in .nir")
+    _atomic_write(out, lambda p: write_nir(graph, p))
+    print(f"exported {args.model} -> {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="snnc", description="A compiler and toolchain for spiking neural networks.")
+    parser.add_argument("--version", action="version", version=f"snnc {snnc.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    inspect = commands.add_parser("inspect", help="print a model's IR: nodes, shapes, parameters, edges",
+                                  description="Print a deterministic dump of a model (.nir, .snnir) or an artifact's IR.")
+    inspect.add_argument("model", help="model file or artifact directory")
+    inspect.add_argument("--format", choices=("text", "json", "dot"), default="text", help="dump format (default text)")
+    inspect.add_argument("-o", "--output", help="write to this file instead of stdout")
+    _model_options(inspect)
+    inspect.set_defaults(handler=cmd_inspect)
+
+    compile_ = commands.add_parser("compile", help="compile a model into an artifact directory for a target",
+                                   description="Import, verify and emit a model for a target into an artifact directory.")
+    compile_.add_argument("model", help="model file (.nir, .snnir)")
+    compile_.add_argument("--target", default="sim", help="target to compile for (default sim)")
+    compile_.add_argument("-o", "--output", required=True, help="artifact directory to write")
+    _model_options(compile_)
+    compile_.set_defaults(handler=cmd_compile)
+
+    run = commands.add_parser("run", help="simulate an artifact or model on inputs",
+                              description="Run an artifact (or a model file) in the reference simulator and save "
+                                          "each output node's spikes under its name in an .npz.")
+    run.add_argument("model", help="artifact directory or model file")
+    run.add_argument("--input", required=True,
+                     help=".npy of shape (batch, T, *input_shape), or .npz keyed by input node name")
+    run.add_argument("--steps", type=int, default=None,
+                     help="steps to run (default: the input's T; more steps receive no input, fewer cut it)")
+    run.add_argument("-o", "--output", required=True, help=".npz to write")
+    run.add_argument("--probe", action="append", default=[], metavar="NODE",
+                     help="also record NODE (repeatable): NODE:spikes, NODE:v, NODE:i for neurons, NODE:output otherwise")
+    run.add_argument("--precision", choices=("float64", "float32"), default="float64", help="float mode precision")
+    _model_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    export = commands.add_parser("export", help="export a model or artifact to NIR",
+                                 description="Write a model's IR as a NIR file that nir.read accepts.")
+    export.add_argument("model", help="model file or artifact directory")
+    export.add_argument("-o", "--output", required=True, help=".nir file to write")
+    _model_options(export)
+    export.set_defaults(handler=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # --debug is accepted anywhere on the line, before or after the subcommand.
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except SnncError as e:
+        if debug:
+            raise
+        print(f"snnc: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        if debug:
+            raise
+        print(f"snnc: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # a bug in snnc, not the user's input
+        if debug:
+            raise
+        print(f"snnc: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Numpy kernels for each IR operation, batched and vectorized.
+
+A kernel computes a node's output either for a whole sequence at once (``sequence``: arrays of
+shape (batch, T, *shape)), which is how nodes outside cycles run, or one step at a time (``step``:
+arrays of shape (batch, *shape)), which is how the nodes of a recurrent cycle run. Stateless kernels
+do both through one ``apply`` over any number of leading samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from snnc.ir import ops
+
+#: Upper bound on the bytes of unfolded convolution windows held at once.
+_WINDOW_BYTES = 1 << 27
+
+
+class Kernel:
+    stateful = False
+
+    def __init__(self, node, dtype):
+        self.node, self.op, self.dtype = node, node.op, dtype
+
+    def reset(self, batch: int) -> None:
+        """Clear the state for a new run of ``batch`` samples."""
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        return self.apply(x)
+
+    def sequence(self, x: np.ndarray) -> np.ndarray:
+        batch, steps = x.shape[:2]
+        y = self.apply(x.reshape(batch * steps, *x.shape[2:]))
+        return y.reshape(batch, steps, *y.shape[1:])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Identity(Kernel):
+    def apply(self, x):
+        return x
+
+
+class Flatten(Kernel):
+    def apply(self, x):
+        return x.reshape(x.shape[0], *self.node.output_shape)
+
+
+class Scale(Kernel):
+    def apply(self, x):
+        return x * self.op.scale
+
+
+class Threshold(Kernel):
+    def apply(self, x):
+        return (x > self.op.threshold).astype(self.dtype)
+
+
+def _windows(x, kernel, stride, padding, dilation, pad_value):
+    """Unfold (N, C, *spatial) into (N, C, *out, *kernel) views, zero- or value-padded."""
+    n = len(kernel)
+    if any(padding):
+        x = np.pad(x, [(0, 0), (0, 0), *[(p, p) for p in padding]], constant_values=pad_value)
+    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    view = sliding_window_view(x, extent, axis=tuple(range(2, 2 + n)))
+    index = (slice(None), slice(None), *[slice(None, None, s) for s in stride], *[slice(None, None, d) for d in dilation])
+    return view[index]
+
+
+def _chunks(count: int, bytes_per_item: int):
+    size = max(1, _WINDOW_BYTES // max(1, bytes_per_item))
+    for start in range(0, count, size):
+        yield slice(start, min(count, start + size))
+
+
+class Conv(Kernel):
+    """Cross-correlation with groups, as a batched matrix product over unfolded windows."""
+
+    def __init__(self, node, dtype):
+        super().__init__(node, dtype)
+        op = self.op
+        out_channels, group_channels, *kernel = op.weight.shape
+        self.kernel = tuple(kernel)
+        self.weight = op.weight.astype(dtype).reshape(op.groups, out_channels // op.groups, group_channels, -1)
+        self.bias = None if op.bias is None else op.bias.astype(dtype).reshape(-1, *[1] * len(kernel))
+
+    def apply(self, x):
+        op, groups = self.op, self.op.groups
+        out_shape = self.node.output_shape
+        y = np.empty((x.shape[0], *out_shape), dtype=self.dtype)
+        per_item = x[0].size * int(np.prod(self.kernel)) * x.itemsize
+        for part in _chunks(x.shape[0], per_item):
+            w = _windows(x[part], self.kernel, op.stride, op.padding, op.dilation, 0)
+            n = w.shape[0]
+            w = w.reshape(n, groups, w.shape[1] // groups, int(np.prod(out_shape[1:])), -1)
+            y[part] = np.einsum("ngcok,gpck->ngpo", w, self.weight, optimize=True).reshape(n, *out_shape)
+        if self.bias is not None:
+            y += self.bias
+        return y
+
+
+class Pool(Kernel):
+    """Sum, average and max pooling over 2-D windows."""
+
+    def apply(self, x):
+        op = self.op
+        pad_value = -np.inf if isinstance(op, ops.MaxPool2d) else 0
+        w = _windows(x, op.kernel_size, op.stride, op.padding, (1, 1), pad_value)
+        if isinstance(op, ops.MaxPool2d):
+            return w.max(axis=(-2, -1))
+        y = w.sum(axis=(-2, -1))
+        return y / np.prod(op.kernel_size) if isinstance(op, ops.AvgPool2d) else y
+
+
+class Affine(Kernel):
+    """Dense synapses, y = x W^T + b; per-synapse delays split W by delay and read the input's past."""
+
+    def __init__(self, node, dtype):
+        super().__init__(node, dtype)
+        op = self.op
+        delays = np.zeros(op.weight.shape, dtype=np.int64) if op.delay is None else op.delay
+        weight = op.weight.astype(dtype)
+        #: (delay, W^T restricted to the synapses of that delay), for each delay in use.
+        self.taps = [(int(d), np.where(delays == d, weight, 0).T) for d in np.unique(delays)]
+        self.bias = None if op.bias is None else op.bias.astype(dtype)
+        self.stateful = self.taps[-1][0] > 0
+        self.history: list[np.ndarray] = []
+
+    def reset(self, batch):
+        depth = self.taps[-1][0]
+        self.history = [np.zeros((batch, self.op.weight.shape[1]), self.dtype) for _ in range(depth)]
+
+    def _add_bias(self, y):
+        return y if self.bias is None else y + self.bias
+
+    def apply(self, x):
+        return self._add_bias(x @ self.taps[0][1])
+
+    def step(self, x):
+        if not self.stateful:
+            return self.apply(x)
+        self.history.insert(0, x)
+        past = self.history
+        y = sum(past[d] @ w for d, w in self.taps)
+        self.history = past[: self.taps[-1][0]]
+        return self._add_bias(y)
+
+    def sequence(self, x):
+        if not self.stateful:
+            return super().sequence(x)
+        y = np.zeros((*x.shape[:2], self.op.weight.shape[0]), dtype=self.dtype)
+        for d, w in self.taps:
+            if d < x.shape[1]:
+                y[:, d:] += x[:, : x.shape[1] - d] @ w
+        return self._add_bias(y)
+
+
+class Delay(Kernel):
+    """Per-channel delay line: y[t] = x[t - d]."""
+
+    stateful = True
+
+    def __init__(self, node, dtype):
+        super().__init__(node, dtype)
+        self.delay = np.broadcast_to(self.op.delay, node.output_shape)
+        self.depth = int(self.delay.max(initial=0))
+        self.buffer = None
+        self.position = 0
+
+    def reset(self, batch):
+        self.buffer = np.zeros((self.depth + 1, batch, *self.node.output_shape), dtype=self.dtype)
+        self.position = 0
+
+    def step(self, x):
+        # A ring of depth+1 slots: slot (position - d) holds the input of d steps ago.
+        self.buffer[self.position] = x
+        slots = (self.position - self.delay) % (self.depth + 1)
+        y = np.take_along_axis(self.buffer, slots[None, None], axis=0)[0]
+        self.position = (self.position + 1) % (self.depth + 1)
+        return y
+
+    def sequence(self, x):
+        y = np.zeros_like(x)
+        steps = x.shape[1]
+        for d in np.unique(self.delay):
+            mask = self.delay == d
+            if d < steps:
+                y[:, d:, mask] = x[:, : steps - d, mask]
+        return y
+
+
+class Neuron(Kernel):
+    """Every neuron through its common ``Dynamics``; see docs/semantics.md for the exact order."""
+
+    stateful = True
+
+    def __init__(self, node, dtype):
+        super().__init__(node, dtype)
+        d = self.op.dynamics()
+        cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
+        self.d = type(d)(**{k: (v if k == "reset" else cast(v)) for k, v in vars(d).items()})
+        self.state: dict[str, np.ndarray] = {}
+        self.trace: dict[str, list] | None = None
+
+    def record(self, on: bool) -> None:
+        self.trace = {name: [] for name in self.d.state_names} if on else None
+
+    def reset(self, batch):
+        self.state = {name: np.zeros((batch, *self.node.output_shape), self.dtype) for name in self.d.state_names}
+        if self.trace is not None:
+            self.record(True)
+
+    def step(self, x):
+        d = self.d
+        if d.i_decay is not None:
+            x = self.state["i"] = d.i_decay * self.state["i"] + d.i_gain * x
+        v = d.v_decay * self.state["v"] + d.v_gain * x + d.bias
+        if d.spiking:
+            fired = v > d.v_threshold
+            v = np.where(fired, d.v_reset if d.reset == "value" else v - d.v_threshold, v)
+        self.state["v"] = v
+        if self.trace is not None:
+            for name, values in self.trace.items():
+                values.append(self.state[name])
+        return fired.astype(self.dtype) if d.spiking else v
+
+    def sequence(self, x):
+        self.reset(x.shape[0])
+        return np.stack([self.step(x[:, t]) for t in range(x.shape[1])], axis=1)
+
+    def traces(self) -> dict[str, np.ndarray]:
+        return {name: np.stack(values, axis=1) for name, values in (self.trace or {}).items()}
+
+
+_KERNELS = {
+    ops.Input: Identity, ops.Output: Identity, ops.Add: Identity, ops.Flatten: Flatten, ops.Scale: Scale,
+    ops.Threshold: Threshold, ops.Conv1d: Conv, ops.Conv2d: Conv, ops.SumPool2d: Pool, ops.AvgPool2d: Pool,
+    ops.MaxPool2d: Pool, ops.Affine: Affine, ops.Delay: Delay, **{cls: Neuron for cls in ops.NEURONS},
+}
+
+
+def make_kernel(node, dtype) -> Kernel:
+    return _KERNELS[type(node.op)](node, dtype)

@@ -1,0 +1,142 @@
+"""The reference simulator, float mode: the interpreter of the IR's semantics (docs/semantics.md).
+
+Nodes outside cycles run a whole sequence at a time, so numpy sees (batch x T) rows at once; the
+nodes of a recurrent cycle run step by step, in schedule order, reading recurrent edges from the
+previous step. Both give the same result: the split only decides how much numpy work each Python
+call carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from snnc.errors import SnncError
+from snnc.ir import Graph, verify
+from snnc.ir.ops import NEURONS
+from snnc.runtime.kernels import Neuron, make_kernel
+
+
+class Simulator:
+    """Runs a graph for T steps on a batch of inputs."""
+
+    def __init__(self, graph: Graph, dtype=np.float64, stepwise: bool = False):
+        """``stepwise`` runs every node step by step, as cycles run; tests use it to check that
+        both ways of running give the same result."""
+        self.graph = verify(graph)
+        self.stepwise = stepwise
+        self.dtype = np.dtype(dtype)
+        self.kernels = {node.name: make_kernel(node, self.dtype) for node in graph}
+        self.components = graph.strongly_connected_components()
+
+    def _check_inputs(self, inputs, steps: int | None) -> dict[str, np.ndarray]:
+        graph = self.graph
+        if not isinstance(inputs, Mapping):
+            if len(graph.inputs) != 1:
+                raise SnncError(f"the graph has {len(graph.inputs)} inputs {graph.inputs}: give an .npz keyed by input node name")
+            inputs = {graph.inputs[0]: inputs}
+        missing, unknown = set(graph.inputs) - set(inputs), set(inputs) - set(graph.inputs)
+        if missing or unknown:
+            raise SnncError(f"inputs must be exactly the input nodes {graph.inputs}; "
+                            + (f"missing {sorted(missing)}" if missing else f"unknown {sorted(unknown)}"))
+        checked, lengths = {}, set()
+        for name, array in inputs.items():
+            array = np.asarray(array)
+            shape = graph[name].output_shape
+            if array.shape[2:] != shape or array.ndim != len(shape) + 2:
+                raise SnncError(f"input {name!r} must have shape (batch, T, {', '.join(map(str, shape))}), got {array.shape}")
+            lengths.add(array.shape[:2])
+            checked[name] = array.astype(self.dtype, copy=False)
+        if len(lengths) > 1:
+            raise SnncError(f"all inputs must share batch and T, got {sorted(lengths)}")
+        if steps is not None:
+            if steps < 1:
+                raise SnncError(f"--steps must be >= 1, got {steps}")
+            for name, array in checked.items():
+                have = array.shape[1]
+                # Steps past the given input receive no input; fewer steps cut it.
+                checked[name] = array[:, :steps] if have >= steps else np.concatenate(
+                    [array, np.zeros((array.shape[0], steps - have, *array.shape[2:]), self.dtype)], axis=1)
+        return checked
+
+    def run(self, inputs, steps: int | None = None, probes: Iterable[str] = ()) -> dict[str, np.ndarray]:
+        """Return each Output node's sequence by name, and ``NODE:spikes``/``NODE:v``/``NODE:i``
+        (neurons) or ``NODE:output`` (other nodes) for each probed node, shaped (batch, T, *shape)."""
+        graph = self.graph
+        probes = list(dict.fromkeys(probes))
+        for name in probes:
+            if name not in graph.nodes:
+                raise SnncError(f"--probe {name!r}: no such node; nodes are {list(graph.nodes)}")
+        inputs = self._check_inputs(inputs, steps)
+        batch, length = next(iter(inputs.values())).shape[:2]
+        for name, kernel in self.kernels.items():
+            if isinstance(kernel, Neuron):
+                kernel.record(name in probes)
+            kernel.reset(batch)
+
+        keep = set(graph.outputs) | set(probes)
+        remaining_reads = {name: len(graph.successors(name)) for name in graph.nodes}
+        values: dict[str, np.ndarray] = {}
+
+        def consume(source: str) -> None:
+            remaining_reads[source] -= 1
+            if remaining_reads[source] == 0 and source not in keep:
+                del values[source]
+
+        for component in self.components:
+            name = component[0]
+            if name in inputs:
+                values[name] = inputs[name]
+            elif self.stepwise or len(component) > 1 or (name, name) in graph.edges:
+                self._run_steps(component, values, batch, length)
+            else:
+                values[name] = self.kernels[name].sequence(self._sum_inputs(name, values))
+            for name in component:
+                for source in graph.predecessors(name):
+                    consume(source)
+
+        results = {name: values[name] for name in graph.outputs}
+        for name in probes:
+            node = graph[name]
+            if isinstance(node.op, NEURONS):
+                traces = self.kernels[name].traces()
+                if self.kernels[name].d.spiking:
+                    results[f"{name}:spikes"] = values[name]
+                results.update({f"{name}:{state}": trace for state, trace in traces.items()})
+            else:
+                results[f"{name}:output"] = values[name]
+        return results
+
+    def _sum_inputs(self, name: str, values: dict[str, np.ndarray]) -> np.ndarray:
+        sources = self.graph.predecessors(name)
+        total = values[sources[0]]
+        for source in sources[1:]:
+            total = total + values[source]
+        return total
+
+    def _run_steps(self, component: list[str], values: dict, batch: int, length: int) -> None:
+        graph = self.graph
+        for name in component:
+            values[name] = np.zeros((batch, length, *graph[name].output_shape), self.dtype)
+        recurrent = graph.recurrent_edges
+        plans = [(name, self.kernels[name], [(s, (s, name) in recurrent) for s in graph.predecessors(name)])
+                 for name in component]
+        for t in range(length):
+            for name, kernel, sources in plans:
+                x = 0
+                for source, previous_step in sources:
+                    if previous_step:
+                        if t > 0:
+                            x = x + values[source][:, t - 1]
+                    else:
+                        x = x + values[source][:, t]
+                if np.isscalar(x):
+                    x = np.zeros((batch, *graph[name].input_shape), self.dtype)
+                values[name][:, t] = kernel.step(x)
+
+
+def simulate(graph: Graph, inputs, steps: int | None = None, probes: Iterable[str] = (), dtype=np.float64,
+             stepwise: bool = False):
+    """Run ``graph`` on ``inputs`` (an array for a single input node, else a dict by name)."""
+    return Simulator(graph, dtype, stepwise).run(inputs, steps, probes)
