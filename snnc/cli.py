@@ -53,9 +53,9 @@ def _load_input(path: Path):
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise SnncError(f"--input {path}: no such file") from None
+        raise SnncError("no such file") from None
     except (OSError, ValueError) as e:
-        raise SnncError(f"--input {path}: not a readable .npy or .npz file ({e})") from None
+        raise SnncError(f"not a readable .npy or .npz file ({e})") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         with data:
             return {key: data[key] for key in data.files}
@@ -89,12 +89,18 @@ def cmd_run(args) -> int:
     from snnc.frontend import load_model
     from snnc.runtime.simulator import Simulator
 
+    if args.steps is not None and args.steps < 1:
+        raise SnncError(f"--steps {args.steps}: give a number of steps >= 1")
     if Path(args.output).suffix != ".npz":
         raise SnncError(f"-o {args.output}: results are written as .npz; name the file *.npz")
     graph = load_model(args.model, dt=args.dt, reset=args.reset)
-    inputs = _load_input(Path(args.input))
+    simulator = Simulator(graph, dtype=np.dtype(args.precision))
+    try:
+        inputs = simulator.check_inputs(_load_input(Path(args.input)), args.steps)
+    except SnncError as e:
+        raise SnncError(f"--input {args.input}: {e}") from None
     started = time.perf_counter()
-    results = Simulator(graph, dtype=np.dtype(args.precision)).run(inputs, steps=args.steps, probes=args.probe)
+    results = simulator.run(inputs, probes=args.probe)
     elapsed = time.perf_counter() - started
     _atomic_write(Path(args.output), lambda p: np.savez(p, **results))
     first = next(iter(results.values()))

@@ -74,7 +74,7 @@ def to_bytes(graph: Graph) -> bytes:
         archive.writestr("graph.json", json.dumps(document, indent=1))
         for i, array in enumerate(store.arrays):
             member = io.BytesIO()
-            np.save(member, np.ascontiguousarray(array), allow_pickle=False)
+            np.save(member, array, allow_pickle=False)
             archive.writestr(f"arrays/{i}.npy", member.getvalue())
     return buffer.getvalue()
 

@@ -30,7 +30,8 @@ class Simulator:
         self.kernels = {node.name: make_kernel(node, self.dtype) for node in graph}
         self.components = graph.strongly_connected_components()
 
-    def _check_inputs(self, inputs, steps: int | None) -> dict[str, np.ndarray]:
+    def check_inputs(self, inputs, steps: int | None = None) -> dict[str, np.ndarray]:
+        """Inputs by node name, checked against the graph, cast, and padded or cut to ``steps``."""
         graph = self.graph
         if not isinstance(inputs, Mapping):
             if len(graph.inputs) != 1:
@@ -52,7 +53,7 @@ class Simulator:
             raise SnncError(f"all inputs must share batch and T, got {sorted(lengths)}")
         if steps is not None:
             if steps < 1:
-                raise SnncError(f"--steps must be >= 1, got {steps}")
+                raise SnncError(f"steps must be >= 1, got {steps}")
             for name, array in checked.items():
                 have = array.shape[1]
                 # Steps past the given input receive no input; fewer steps cut it.
@@ -68,7 +69,7 @@ class Simulator:
         for name in probes:
             if name not in graph.nodes:
                 raise SnncError(f"--probe {name!r}: no such node; nodes are {list(graph.nodes)}")
-        inputs = self._check_inputs(inputs, steps)
+        inputs = self.check_inputs(inputs, steps)
         batch, length = next(iter(inputs.values())).shape[:2]
         for name, kernel in self.kernels.items():
             if isinstance(kernel, Neuron):

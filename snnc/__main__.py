@@ -1,0 +1,7 @@
+"""Allow `python -m snnc`."""
+
+import sys
+
+from snnc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""Small graphs that tests build by hand."""
+
+import numpy as np
+
+from snnc import ir
+
+
+def chain(*nodes, dt=1e-3):
+    """A graph of (name, op) pairs connected in order."""
+    graph = ir.Graph(dt=dt)
+    for name, op in nodes:
+        graph.add(name, op)
+    for (a, _), (b, _) in zip(nodes, nodes[1:]):
+        graph.connect(a, b)
+    return graph
+
+
+def lif(v_decay=0.9, v_gain=1.0, bias=0.0, v_threshold=1.0, v_reset=0.0, reset="value", shape=()):
+    full = lambda value: np.full(shape, value, dtype=np.float64)  # noqa: E731
+    return ir.LIF(v_decay=full(v_decay), v_gain=full(v_gain), bias=full(bias), v_threshold=full(v_threshold),
+                  v_reset=full(v_reset), reset=reset)
+
+
+def recurrent_mlp(rng, n_in=5, n_hidden=7, n_out=3):
+    """Input -> Affine -> CubaLIF (with recurrent Affine) -> Affine -> LIF -> Output."""
+    graph = ir.Graph(dt=1e-3)
+    graph.add("in", ir.Input(shape=(n_in,)))
+    graph.add("fc1", ir.Affine(weight=rng.normal(0, 1, (n_hidden, n_in)), bias=rng.normal(0, 0.1, n_hidden)))
+    graph.add("hidden", ir.CubaLIF(i_decay=rng.uniform(0.3, 0.9, n_hidden), i_gain=np.ones(n_hidden),
+                                   v_decay=rng.uniform(0.5, 0.95, n_hidden), v_gain=np.ones(n_hidden),
+                                   bias=np.zeros(n_hidden), v_threshold=np.ones(n_hidden),
+                                   v_reset=np.zeros(n_hidden), reset="subtract"))
+    graph.add("rec", ir.Affine(weight=rng.normal(0, 0.5, (n_hidden, n_hidden))))
+    graph.add("fc2", ir.Affine(weight=rng.normal(0, 1, (n_out, n_hidden)), delay=rng.integers(0, 4, (n_out, n_hidden))))
+    graph.add("out_lif", lif(shape=(n_out,)))
+    graph.add("out", ir.Output())
+    for edge in [("in", "fc1"), ("fc1", "hidden"), ("hidden", "rec"), ("rec", "hidden"), ("hidden", "fc2"),
+                 ("fc2", "out_lif"), ("out_lif", "out")]:
+        graph.connect(*edge)
+    return graph
+
+
+def conv_net(rng):
+    """Conv2d (strided, padded, dilated), depthwise Conv2d, pooling, flatten, a residual Add, Affine."""
+    graph = ir.Graph(dt=1e-3)
+    graph.add("in", ir.Input(shape=(2, 9, 9)))
+    graph.add("conv", ir.Conv2d(weight=rng.normal(0, 1, (4, 2, 3, 3)), bias=rng.normal(0, 0.1, 4),
+                                stride=(1, 1), padding=(2, 2), dilation=(2, 2)))
+    graph.add("if1", ir.IF(v_gain=np.array(1.0), bias=np.array(0.0), v_threshold=np.array(1.0), v_reset=np.array(0.0)))
+    graph.add("depthwise", ir.Conv2d(weight=rng.normal(0, 1, (4, 1, 3, 3)), stride=1, padding=1, dilation=1, groups=4))
+    graph.add("skip", ir.Scale(scale=np.full((4, 9, 9), 0.5)))
+    graph.add("join", ir.Add())
+    graph.add("lif1", lif(v_decay=0.8, shape=(4, 9, 9)))
+    graph.add("sum", ir.SumPool2d(kernel_size=2, stride=2))
+    graph.add("avg", ir.AvgPool2d(kernel_size=3, stride=1, padding=1))
+    graph.add("max", ir.MaxPool2d(kernel_size=2, stride=1))
+    graph.add("flat", ir.Flatten(start_dim=0, end_dim=-1))
+    graph.add("fc", ir.Affine(weight=rng.normal(0, 0.5, (6, 36)), bias=np.zeros(6)))
+    graph.add("li", ir.LI(v_decay=np.array(0.9), v_gain=np.array(0.1), bias=np.array(0.0)))
+    graph.add("out", ir.Output())
+    for edge in [("in", "conv"), ("conv", "if1"), ("if1", "depthwise"), ("if1", "skip"), ("depthwise", "join"),
+                 ("skip", "join"), ("join", "lif1"), ("lif1", "sum"), ("sum", "avg"), ("avg", "max"),
+                 ("max", "flat"), ("flat", "fc"), ("fc", "li"), ("li", "out")]:
+        graph.connect(*edge)
+    return graph
+
+
+def spikes(rng, shape, rate=0.3):
+    return (rng.random(shape) < rate).astype(np.float64)
