@@ -106,9 +106,9 @@ def cmd_run(args) -> int:
     first = next(iter(results.values()))
     print(f"ran {args.model}: batch={first.shape[0]} steps={first.shape[1]} in {elapsed:.3f} s -> {args.output}")
     width = max(len(k) for k in results)
-    print(f"  {'array'.ljust(width)}  shape                 total      mean/step")
+    print(f"  {'array'.ljust(width)}  {'shape'.ljust(20)}  {'sum'.ljust(12)}  mean")
     for key, value in results.items():
-        print(f"  {key.ljust(width)}  {str(value.shape).ljust(20)}  {value.sum():<9.6g}  {value.sum() / value.shape[1]:.6g}")
+        print(f"  {key.ljust(width)}  {str(value.shape).ljust(20)}  {value.sum():<12.6g}  {value.mean():.6g}")
     return 0
 
 
