@@ -126,8 +126,9 @@ def _rate(node: ir.Node, decay: np.ndarray, state: str) -> np.ndarray:
     """``a = dt / tau`` from the per-step ``decay = 1 - a``; NIR's time constants must be finite."""
     a = 1 - decay
     if np.any(a == 0):
-        raise ExportError(f"node {node.name!r} ({node.op.kind}): {state} does not decay (decay = 1) in some neurons; "
-                          "NIR needs finite time constants (only a whole layer without leak or current exports, as IF or I)")
+        raise ExportError(f"node {node.name!r} ({node.op.kind}): {state} does not decay (decay = 1) in some "
+                          "neurons; NIR needs finite time constants (only a whole layer without leak or synaptic "
+                          "current exports, as IF or I)")
     return a
 
 
@@ -146,8 +147,9 @@ def _neuron(node: ir.Node, dt: float) -> nir.NIRNode:
     if dyn.i_decay is None:
         return (nir.LIF if dyn.spiking else nir.LI)(tau=dt / a, **leaky, **spiking, metadata=metadata)
     b = _rate(node, _full(node, dyn.i_decay), "i")
-    return (nir.CubaLIF if dyn.spiking else nir.CubaLI)(tau_syn=dt / b, tau_mem=dt / a, w_in=_full(node, dyn.i_gain) / b,
-                                                       **leaky, **spiking, metadata=metadata)
+    current = {"tau_syn": dt / b, "w_in": _full(node, dyn.i_gain) / b}
+    return (nir.CubaLIF if dyn.spiking else nir.CubaLI)(tau_mem=dt / a, **current, **leaky, **spiking,
+                                                       metadata=metadata)
 
 
 #: Exporters of the ops that become one NIR node; MaxPool2d (and anything new) is missing on purpose.

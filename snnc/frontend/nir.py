@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import h5py
 import numpy as np
@@ -23,6 +23,9 @@ from snnc import ir
 from snnc.errors import FrontendError
 from snnc.ir.graph import DEFAULT_DT
 from snnc.ir.ops import RESET_MODES, Shape
+
+if TYPE_CHECKING:
+    import nir
 
 _PORTS = ("Input", "Output")
 
@@ -43,7 +46,7 @@ def load_nir(path: str | Path, dt: float | None = None, reset: str | None = None
     return _convert(document, str(path), Path(path).stem, dt, reset)
 
 
-def from_nir(nir_graph, dt: float | None = None, reset: str | None = None) -> ir.Graph:
+def from_nir(nir_graph: nir.NIRGraph, dt: float | None = None, reset: str | None = None) -> ir.Graph:
     """Import an in-memory ``nir.NIRGraph``; ``dt`` and ``reset`` as for ``load_nir``."""
     return _convert(nir_graph.to_dict(), "<NIRGraph>", "", dt, reset)
 
@@ -154,7 +157,7 @@ def _convert(document: dict, source: str, name: str, dt: float | None, reset: st
         ir.verify(graph)  # the first shape pass: each pending convolution learns its input size
         for op in pending:
             graph[op.node.name].op = op.conv
-    return ir.verify(graph)
+    return ir.verify(graph).sort()
 
 
 @dataclass

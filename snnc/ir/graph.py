@@ -76,6 +76,12 @@ class Graph:
         for cached in ("_nx", "recurrent_edges", "schedule"):
             self.__dict__.pop(cached, None)
 
+    def sort(self) -> Graph:
+        """Put the nodes in schedule order, which makes dumps read from inputs to outputs."""
+        self.nodes = {name: self.nodes[name] for name in self.schedule}
+        self._changed()
+        return self
+
     def copy(self) -> Graph:
         return copy.deepcopy(self)
 
