@@ -66,6 +66,9 @@ class _Part:
 
 def _export_node(node: ir.Node, dt: float) -> _Part:
     op = node.op
+    if isinstance(op, ir.Affine) and (len(node.input_shape) != 1 or len(node.output_shape) != 1):
+        raise ExportError(f"node {node.name!r}: NIR's Affine maps vectors to vectors; this one maps "
+                          f"{node.input_shape} to {node.output_shape}")
     if isinstance(op, ir.Affine) and op.delay is not None and op.delay.any():
         return _delayed_affine(node, dt)
     if type(op) in _EXPORTERS:

@@ -105,17 +105,26 @@ class Affine(Op):
 
     ``weight`` has shape (out, in). ``bias`` is optional (NIR's Linear has none). ``delay`` is an
     optional integer matrix of the weight's shape: per-synapse delays in steps (0 when absent).
+    The input may have any shape of ``in`` elements, read in row-major order; ``out_shape``
+    (default ``(out,)``) shapes the output, so synapses can join populations of any shape.
     """
 
     weight: np.ndarray
     bias: np.ndarray | None = None
     delay: np.ndarray | None = None
+    out_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.out_shape is not None:
+            self.out_shape = tuple(int(s) for s in self.out_shape)
 
     def validate(self):
         if self.weight.ndim != 2:
             raise ShapeError(f"weight must be 2-D (out, in), got shape {self.weight.shape}")
         _require_shape(self.bias, self.weight.shape[:1], "bias")
         _require_shape(self.delay, self.weight.shape, "delay")
+        if self.out_shape is not None and int(np.prod(self.out_shape)) != self.weight.shape[0]:
+            raise ShapeError(f"out_shape {self.out_shape} does not hold the {self.weight.shape[0]} outputs")
         if self.delay is not None:
             if self.delay.dtype.kind not in "iu":
                 raise ShapeError(f"delay must be integer steps, got dtype {self.delay.dtype}")
@@ -123,9 +132,9 @@ class Affine(Op):
                 raise ShapeError("delay must be >= 0")
 
     def output_shape(self, input_shape):
-        if input_shape != self.weight.shape[1:]:
+        if int(np.prod(input_shape)) != self.weight.shape[1]:
             raise ShapeError(f"weight {self.weight.shape} needs input ({self.weight.shape[1]},), got {input_shape}")
-        return self.weight.shape[:1]
+        return self.out_shape or self.weight.shape[:1]
 
 
 @dataclass(kw_only=True, eq=False)

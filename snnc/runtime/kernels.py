@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from snnc.ir import ops
+from snnc.runtime.activity import PopulationActivity
 
 #: Upper bound on the bytes of unfolded convolution windows held at once.
 _WINDOW_BYTES = 1 << 27
@@ -132,29 +133,33 @@ class Affine(Kernel):
         depth = self.taps[-1][0]
         self.history = [np.zeros((batch, self.op.weight.shape[1]), self.dtype) for _ in range(depth)]
 
-    def _add_bias(self, y):
-        return y if self.bias is None else y + self.bias
+    def _finish(self, y):
+        """Add the bias and give the output its shape."""
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*y.shape[:-1], *self.node.output_shape)
 
     def apply(self, x):
-        return self._add_bias(x @ self.taps[0][1])
+        return self._finish(x.reshape(x.shape[0], -1) @ self.taps[0][1])
 
     def step(self, x):
         if not self.stateful:
             return self.apply(x)
-        self.history.insert(0, x)
+        self.history.insert(0, x.reshape(x.shape[0], -1))
         past = self.history
         y = sum(past[d] @ w for d, w in self.taps)
         self.history = past[: self.taps[-1][0]]
-        return self._add_bias(y)
+        return self._finish(y)
 
     def sequence(self, x):
         if not self.stateful:
             return super().sequence(x)
+        x = x.reshape(*x.shape[:2], -1)
         y = np.zeros((*x.shape[:2], self.op.weight.shape[0]), dtype=self.dtype)
         for d, w in self.taps:
             if d < x.shape[1]:
                 y[:, d:] += x[:, : x.shape[1] - d] @ w
-        return self._add_bias(y)
+        return self._finish(y)
 
 
 class Delay(Kernel):
@@ -203,17 +208,24 @@ class Neuron(Kernel):
         self.d = type(d)(**{k: (v if k == "reset" else cast(v)) for k, v in vars(d).items()})
         self.state: dict[str, np.ndarray] = {}
         self.trace: dict[str, list] | None = None
+        self.counts: dict[str, list] | None = None
 
-    def record(self, on: bool) -> None:
-        self.trace = {name: [] for name in self.d.state_names} if on else None
+    def record(self, states: bool, activity: bool = False) -> None:
+        """Keep each step's state (for probes) and each step's spike and activity counts."""
+        self.trace = {name: [] for name in self.d.state_names} if states else None
+        self.counts = {"spikes": [], "active": []} if activity else None
 
     def reset(self, batch):
         self.state = {name: np.zeros((batch, *self.node.output_shape), self.dtype) for name in self.d.state_names}
-        if self.trace is not None:
-            self.record(True)
+        self.record(self.trace is not None, self.counts is not None)
 
     def step(self, x):
         d = self.d
+        if self.counts is not None:
+            active = x != 0
+            for value in self.state.values():
+                active |= value != 0
+            self.counts["active"].append(active.sum(axis=0, dtype=np.int32))
         if d.i_decay is not None:
             x = self.state["i"] = d.i_decay * self.state["i"] + d.i_gain * x
         v = d.v_decay * self.state["v"] + d.v_gain * x + d.bias
@@ -224,6 +236,9 @@ class Neuron(Kernel):
         if self.trace is not None:
             for name, values in self.trace.items():
                 values.append(self.state[name])
+        if self.counts is not None:
+            self.counts["spikes"].append(fired.sum(axis=0, dtype=np.int32) if d.spiking
+                                         else np.zeros(v.shape[1:], np.int32))
         return fired.astype(self.dtype) if d.spiking else v
 
     def sequence(self, x):
@@ -232,6 +247,9 @@ class Neuron(Kernel):
 
     def traces(self) -> dict[str, np.ndarray]:
         return {name: np.stack(values, axis=1) for name, values in (self.trace or {}).items()}
+
+    def activity(self) -> PopulationActivity:
+        return PopulationActivity(spikes=np.stack(self.counts["spikes"]), active=np.stack(self.counts["active"]))
 
 
 _KERNELS = {

@@ -15,6 +15,7 @@ import numpy as np
 from snnc.errors import SnncError
 from snnc.ir import Graph, verify
 from snnc.ir.ops import NEURONS
+from snnc.runtime.activity import Activity, PopulationActivity
 from snnc.runtime.kernels import Neuron, make_kernel
 
 
@@ -29,6 +30,7 @@ class Simulator:
         self.dtype = np.dtype(dtype)
         self.kernels = {node.name: make_kernel(node, self.dtype) for node in graph}
         self.components = graph.strongly_connected_components()
+        self.activity: Activity | None = None
 
     def check_inputs(self, inputs, steps: int | None = None) -> dict[str, np.ndarray]:
         """Inputs by node name, checked against the graph, cast, and padded or cut to ``steps``."""
@@ -61,9 +63,12 @@ class Simulator:
                     [array, np.zeros((array.shape[0], steps - have, *array.shape[2:]), self.dtype)], axis=1)
         return checked
 
-    def run(self, inputs, steps: int | None = None, probes: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    def run(self, inputs, steps: int | None = None, probes: Iterable[str] = (), count: bool = False) -> dict[str, np.ndarray]:
         """Return each Output node's sequence by name, and ``NODE:spikes``/``NODE:v``/``NODE:i``
-        (neurons) or ``NODE:output`` (other nodes) for each probed node, shaped (batch, T, *shape)."""
+        (neurons) or ``NODE:output`` (other nodes) for each probed node, shaped (batch, T, *shape).
+
+        With ``count``, ``self.activity`` afterwards holds the spike and update counts of every
+        Input and neuron node."""
         graph = self.graph
         probes = list(dict.fromkeys(probes))
         for name in probes:
@@ -73,7 +78,7 @@ class Simulator:
         batch, length = next(iter(inputs.values())).shape[:2]
         for name, kernel in self.kernels.items():
             if isinstance(kernel, Neuron):
-                kernel.record(name in probes)
+                kernel.record(name in probes, count)
             kernel.reset(batch)
 
         keep = set(graph.outputs) | set(probes)
@@ -97,6 +102,10 @@ class Simulator:
                 for source in graph.predecessors(name):
                     consume(source)
 
+        if count:
+            self.activity = Activity(batch, length, {
+                **{name: PopulationActivity(spikes=(inputs[name] != 0).sum(axis=0, dtype=np.int32)) for name in inputs},
+                **{name: k.activity() for name, k in self.kernels.items() if isinstance(k, Neuron)}})
         results = {name: values[name] for name in graph.outputs}
         for name in probes:
             node = graph[name]
