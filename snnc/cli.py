@@ -125,6 +125,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_env(args) -> int:
+    from snnc.runtime import lava_env
+
+    python = lava_env.ensure_environment(log=lambda line: print(line, file=sys.stderr), recreate=args.recreate)
+    print(python)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="snnc", description="A compiler and toolchain for spiking neural networks.")
     parser.add_argument("--version", action="version", version=f"snnc {snnc.__version__}")
@@ -168,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help=".nir file to write")
     _model_options(export)
     export.set_defaults(handler=cmd_export)
+
+    env = commands.add_parser("env", help="create or show the Python 3.10 environment that runs Lava",
+                              description="Create (once) and reuse the Python 3.10 environment with lava-nc 0.10.0 "
+                                          "that runs emitted Lava programs. Location: $SNNC_LAVA_ENV, else "
+                                          "~/.cache/snnc/lava-nc-0.10.0. Prints its Python.")
+    env.add_argument("name", choices=("lava",), help="the environment (only lava)")
+    env.add_argument("--recreate", action="store_true", help="delete and create it again")
+    env.set_defaults(handler=cmd_env)
     return parser
 
 

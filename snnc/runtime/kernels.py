@@ -197,49 +197,47 @@ class Delay(Kernel):
 
 
 class Neuron(Kernel):
-    """Every neuron through its common ``Dynamics``; see docs/semantics.md for the exact order."""
+    """Shared stepping of every neuron model: state, probes and activity counts around ``update``."""
 
     stateful = True
+    #: Names of the state variables, as probes report them.
+    state_names: tuple[str, ...] = ("v",)
+    spiking = True
 
     def __init__(self, node, dtype):
         super().__init__(node, dtype)
-        d = self.op.dynamics()
-        cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
-        self.d = type(d)(**{k: (v if k == "reset" else cast(v)) for k, v in vars(d).items()})
         self.state: dict[str, np.ndarray] = {}
         self.trace: dict[str, list] | None = None
         self.counts: dict[str, list] | None = None
 
     def record(self, states: bool, activity: bool = False) -> None:
         """Keep each step's state (for probes) and each step's spike and activity counts."""
-        self.trace = {name: [] for name in self.d.state_names} if states else None
+        self.trace = {name: [] for name in self.state_names} if states else None
         self.counts = {"spikes": [], "active": []} if activity else None
 
     def reset(self, batch):
-        self.state = {name: np.zeros((batch, *self.node.output_shape), self.dtype) for name in self.d.state_names}
+        self.state = {name: np.zeros((batch, *self.node.output_shape), self.dtype) for name in self.state_names}
         self.record(self.trace is not None, self.counts is not None)
 
+    def update(self, x: np.ndarray) -> np.ndarray | None:
+        """Advance ``self.state`` by one step on input ``x``; return the spikes (bool), or None for a
+        neuron that does not spike (its output is v)."""
+        raise NotImplementedError
+
     def step(self, x):
-        d = self.d
         if self.counts is not None:
             active = x != 0
             for value in self.state.values():
                 active |= value != 0
             self.counts["active"].append(active.sum(axis=0, dtype=np.int32))
-        if d.i_decay is not None:
-            x = self.state["i"] = d.i_decay * self.state["i"] + d.i_gain * x
-        v = d.v_decay * self.state["v"] + d.v_gain * x + d.bias
-        if d.spiking:
-            fired = v > d.v_threshold
-            v = np.where(fired, d.v_reset if d.reset == "value" else v - d.v_threshold, v)
-        self.state["v"] = v
+        fired = self.update(x)
         if self.trace is not None:
             for name, values in self.trace.items():
                 values.append(self.state[name])
         if self.counts is not None:
-            self.counts["spikes"].append(fired.sum(axis=0, dtype=np.int32) if d.spiking
-                                         else np.zeros(v.shape[1:], np.int32))
-        return fired.astype(self.dtype) if d.spiking else v
+            self.counts["spikes"].append(np.zeros(x.shape[1:], np.int32) if fired is None
+                                         else fired.sum(axis=0, dtype=np.int32))
+        return self.state["v"] if fired is None else fired.astype(self.dtype)
 
     def sequence(self, x):
         self.reset(x.shape[0])
@@ -252,10 +250,34 @@ class Neuron(Kernel):
         return PopulationActivity(spikes=np.stack(self.counts["spikes"]), active=np.stack(self.counts["active"]))
 
 
+class FloatNeuron(Neuron):
+    """Every IR neuron in float through its common ``Dynamics`` (docs/semantics.md, section 4)."""
+
+    def __init__(self, node, dtype):
+        super().__init__(node, dtype)
+        d = self.op.dynamics()
+        cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
+        self.d = type(d)(**{k: (v if k == "reset" else cast(v)) for k, v in vars(d).items()})
+        self.state_names = self.d.state_names
+        self.spiking = self.d.spiking
+
+    def update(self, x):
+        d = self.d
+        if d.i_decay is not None:
+            x = self.state["i"] = d.i_decay * self.state["i"] + d.i_gain * x
+        v = d.v_decay * self.state["v"] + d.v_gain * x + d.bias
+        fired = None
+        if d.spiking:
+            fired = v > d.v_threshold
+            v = np.where(fired, d.v_reset if d.reset == "value" else v - d.v_threshold, v)
+        self.state["v"] = v
+        return fired
+
+
 _KERNELS = {
     ops.Input: Identity, ops.Output: Identity, ops.Add: Identity, ops.Flatten: Flatten, ops.Scale: Scale,
     ops.Threshold: Threshold, ops.Conv1d: Conv, ops.Conv2d: Conv, ops.SumPool2d: Pool, ops.AvgPool2d: Pool,
-    ops.MaxPool2d: Pool, ops.Affine: Affine, ops.Delay: Delay, **{cls: Neuron for cls in ops.NEURONS},
+    ops.MaxPool2d: Pool, ops.Affine: Affine, ops.Delay: Delay, **{cls: FloatNeuron for cls in ops.NEURONS},
 }
 
 

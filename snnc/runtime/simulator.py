@@ -14,7 +14,7 @@ import numpy as np
 
 from snnc.errors import SnncError
 from snnc.ir import Graph, verify
-from snnc.ir.ops import NEURONS
+from snnc.ir.ops import NEURONS, Affine, Input, Output
 from snnc.runtime.activity import Activity, PopulationActivity
 from snnc.runtime.kernels import Neuron, make_kernel
 
@@ -27,10 +27,30 @@ class Simulator:
         both ways of running give the same result."""
         self.graph = verify(graph)
         self.stepwise = stepwise
-        self.dtype = np.dtype(dtype)
-        self.kernels = {node.name: make_kernel(node, self.dtype) for node in graph}
+        self.arithmetic = graph.metadata.get("arithmetic", "float")
+        if self.arithmetic == "loihi":
+            self.dtype = np.dtype(np.int64)
+            self.kernels = {node.name: self._loihi_kernel(node) for node in graph}
+        elif self.arithmetic == "float":
+            self.dtype = np.dtype(dtype)
+            self.kernels = {node.name: make_kernel(node, self.dtype) for node in graph}
+        else:
+            raise SnncError(f"the graph is compiled for {self.arithmetic!r} arithmetic, which the simulator does not run")
         self.components = graph.strongly_connected_components()
         self.activity: Activity | None = None
+
+    def _loihi_kernel(self, node):
+        from snnc.runtime import loihi
+
+        graph = self.graph
+        if isinstance(node.op, Affine):
+            recurrent = any((p, node.name) in graph.recurrent_edges for p in graph.predecessors(node.name))
+            return loihi.LoihiSynapse(node, self.dtype, recurrent_input=recurrent)
+        if isinstance(node.op, NEURONS):
+            return loihi.LoihiNeuron(node, self.dtype)
+        if isinstance(node.op, (Input, Output)):
+            return make_kernel(node, self.dtype)
+        raise SnncError(f"node {node.name!r}: {node.op.kind} has no Loihi fixed-point kernel; compile for a Loihi target")
 
     def check_inputs(self, inputs, steps: int | None = None) -> dict[str, np.ndarray]:
         """Inputs by node name, checked against the graph, cast, and padded or cut to ``steps``."""
@@ -50,6 +70,10 @@ class Simulator:
             if array.shape[2:] != shape or array.ndim != len(shape) + 2:
                 raise SnncError(f"input {name!r} must have shape (batch, T, {', '.join(map(str, shape))}), got {array.shape}")
             lengths.add(array.shape[:2])
+            if self.arithmetic == "loihi":
+                from snnc.runtime.loihi import check_spikes
+
+                check_spikes(name, array)
             checked[name] = array.astype(self.dtype, copy=False)
         if len(lengths) > 1:
             raise SnncError(f"all inputs must share batch and T, got {sorted(lengths)}")
@@ -111,7 +135,7 @@ class Simulator:
             node = graph[name]
             if isinstance(node.op, NEURONS):
                 traces = self.kernels[name].traces()
-                if self.kernels[name].d.spiking:
+                if self.kernels[name].spiking:
                     results[f"{name}:spikes"] = values[name]
                 results.update({f"{name}:{state}": trace for state, trace in traces.items()})
             else:

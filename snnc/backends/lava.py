@@ -1,0 +1,152 @@
+"""The Loihi backend: a self-contained Lava program for a quantized population-form graph.
+
+The artifact holds ``network.py`` (a readable ``build`` function that creates one LIF process per
+population and one Dense or DelayDense process per synapse group), ``params.npz`` (the integer
+parameters, loaded with ``allow_pickle=False``), ``network.json`` (node names, shapes and which
+generated identifier stands for which node) and ``run_lava.py`` (the runner). Model strings never
+reach the generated code as code: identifiers are generated, and names appear only as Python
+string literals (``repr``) in comments' place or in the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+import snnc
+from snnc.backends.artifact import ArtifactWriter
+from snnc.errors import SnncError
+from snnc.ir import NEURONS, Affine, Graph, Input, Output
+
+RUNNER = Path(__file__).with_name("lava_runner.py")
+
+
+def _literal(text: str) -> str:
+    """A model string as a Python literal: quotes, newlines and code stay inert data."""
+    return repr(str(text))
+
+
+class _Program:
+    def __init__(self, graph: Graph):
+        if graph.metadata.get("arithmetic") != "loihi":
+            raise SnncError("the Lava backend needs a graph quantized for a Loihi target (pass quantize-loihi)")
+        self.graph = graph
+        self.ids: dict[str, str] = {}
+        self.params: dict[str, np.ndarray] = {}
+        self.lines: list[str] = []
+
+    def identifier(self, name: str, kind: str) -> str:
+        if name not in self.ids:
+            self.ids[name] = f"{kind}_{sum(1 for v in self.ids.values() if v.startswith(kind + '_'))}"
+        return self.ids[name]
+
+    def emit(self) -> str:
+        graph = self.graph
+        for name in graph.schedule:
+            node = graph[name]
+            if isinstance(node.op, Input):
+                self._input(node)
+            elif isinstance(node.op, NEURONS):
+                self._population(node)
+        for name in graph.schedule:
+            node = graph[name]
+            if isinstance(node.op, Affine):
+                self._synapse(node)
+            elif isinstance(node.op, Output):
+                self._output(node)
+        body = "\n".join(f"    {line}" if line else "" for line in self.lines)
+        groups = {kind: [i for i in self.ids.values() if i.startswith(kind + "_")]
+                  for kind in ("input", "population", "synapse", "output")}
+        returned = ",\n".join(f'        "{kind}": {{{", ".join(f"{i!r}: {i}" for i in ids)}}}' for kind, ids in groups.items())
+        return f'''"""Lava process graph of {_literal(graph.name or "main")}, compiled by snnc {snnc.__version__} for {_literal(graph.metadata.get("target", "loihi"))}.
+
+Each population is a LIF process with Lava's fixed-point parameters and each synapse group a Dense
+or DelayDense process. Every synapse group delivers its spikes one step after they were sent (and
+`delays` more with DelayDense), so a layer's spikes reach the next population one step later than
+in the float semantics. Integer parameters come from params.npz; node names from network.json.
+"""
+
+from lava.proc.dense.process import Dense, DelayDense
+from lava.proc.io.sink import RingBuffer as SpikeSink
+from lava.proc.io.source import RingBuffer as SpikeSource
+from lava.proc.lif.process import LIF
+
+
+def build(params, inputs, steps):
+    """Create and connect the processes.
+
+    params: the arrays of params.npz by key; inputs: each input's spikes, shape (neurons, steps),
+    by identifier; steps: how many steps the output sinks record.
+    """
+{body}
+    return {{
+{returned},
+    }}
+'''
+
+    def _input(self, node) -> None:
+        ident = self.identifier(node.name, "input")
+        self.lines += [f"# input {_literal(node.name)}: {np.prod(node.output_shape)} neurons",
+                       f"{ident} = SpikeSource(data=inputs[{ident!r}])", ""]
+
+    def _population(self, node) -> None:
+        ident = self.identifier(node.name, "population")
+        fixed = node.annotations["loihi"]
+        self.params[f"{ident}.bias_mant"] = np.asarray(fixed["bias_mant"], np.int32)
+        self.params[f"{ident}.bias_exp"] = np.asarray(fixed["bias_exp"], np.int32)
+        size = int(np.prod(node.output_shape))
+        self.lines += [f"# population {_literal(node.name)}: {node.op.kind}, {size} neurons",
+                       f"{ident} = LIF(shape=({size},), du={fixed['du']}, dv={fixed['dv']}, vth={fixed['vth']},",
+                       f"    bias_mant=params[{ident + '.bias_mant'!r}], bias_exp=params[{ident + '.bias_exp'!r}])", ""]
+
+    def _synapse(self, node) -> None:
+        ident = self.identifier(node.name, "synapse")
+        fixed = node.annotations["loihi"]
+        (source,) = self.graph.predecessors(node.name)
+        self.params[f"{ident}.weights"] = np.asarray(fixed["weights"], np.int32)
+        delayed = fixed["delays"] is not None and np.any(fixed["delays"])
+        extra = ""
+        if delayed:
+            self.params[f"{ident}.delays"] = np.asarray(fixed["delays"], np.int32)
+            extra = f", delays=params[{ident + '.delays'!r}]"
+        out, size_in = node.op.weight.shape
+        self.lines.append(f"# synapses {_literal(node.name)}: {_literal(source)} -> "
+                          f"{', '.join(map(_literal, self.graph.successors(node.name)))}, {out} x {size_in}")
+        self.lines.append(f"{ident} = {'DelayDense' if delayed else 'Dense'}(weights=params[{ident + '.weights'!r}], "
+                          f"weight_exp={fixed['weight_exp']}{extra})")
+        self.lines.append(f"{self.ids[source]}.s_out.connect({ident}.s_in)")
+        for target in self.graph.successors(node.name):
+            self.lines.append(f"{ident}.a_out.connect({self.ids[target]}.a_in)")
+        self.lines.append("")
+
+    def _output(self, node) -> None:
+        ident = self.identifier(node.name, "output")
+        (source,) = self.graph.predecessors(node.name)
+        size = int(np.prod(node.input_shape))
+        self.lines += [f"# output {_literal(node.name)}: the spikes of {_literal(source)}",
+                       f"{ident} = SpikeSink(shape=({size},), buffer=steps)",
+                       f"{self.ids[source]}.s_out.connect({ident}.a_in)", ""]
+
+    def description(self) -> dict:
+        graph = self.graph
+
+        def entry(name):
+            return {"id": self.ids[name], "shape": list(graph[name].output_shape), "op": graph[name].op.kind}
+
+        return {"inputs": {n: entry(n) for n in graph.inputs},
+                "outputs": {n: entry(n) for n in graph.outputs},
+                "populations": {n.name: entry(n.name) for n in graph if isinstance(n.op, NEURONS)}}
+
+
+def emit(graph: Graph, writer: ArtifactWriter) -> None:
+    for node in graph:
+        if isinstance(node.op, Output) and len(graph.predecessors(node.name)) != 1:
+            raise SnncError(f"node {node.name!r}: a Lava output sink reads one population")
+    program = _Program(graph)
+    writer.path("network.py").write_text(program.emit())
+    np.savez(writer.path("params.npz"), **program.params)
+    writer.path("network.json").write_text(json.dumps(program.description(), indent=2) + "\n")
+    shutil.copyfile(RUNNER, writer.path("run_lava.py"))

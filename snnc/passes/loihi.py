@@ -1,0 +1,155 @@
+"""Map a population-form graph onto Loihi's integers, as Lava's bit-accurate models take them.
+
+For each neuron population the pass picks a state scale (integer state per unit of the IR's v) from
+the threshold, the synapses and the target's number formats, then writes every parameter as the
+integers of Lava's LIF (du, dv, vth, bias_mant, bias_exp) and Dense/DelayDense (weights,
+weight_exp, delays) into node annotations under ``"loihi"``. The graph's float parameters stay, so
+the float and fixed-point simulations run from the same IR. docs/semantics.md, section 6, gives the
+mapping as formulas.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from snnc.errors import IRError
+from snnc.ir import IF, LIF, CubaLIF, Graph, Input, Output
+from snnc.passes import Pass
+from snnc.passes.fuse import is_population_form
+from snnc.targets import Target
+
+#: Lava's decays are 12-bit: a decay factor of (4096 - d) / 4096.
+DECAY_UNITY = 4096
+#: Lava left-shifts activations and thresholds by 6 bits to align them with the 24-bit state.
+ACTIVATION_SHIFT = 6
+#: Weights are written as 2 x an 8-bit signed mantissa: every Lava sign mode keeps even values in
+#: [-256, 254] unchanged (mixed mode truncates the lowest bit), so no weight is altered by Lava.
+MANTISSA_MAX = 127
+WEIGHT_STEP = 2
+SPIKING = (LIF, IF, CubaLIF)
+
+
+def _uniform(node, name: str, values: np.ndarray) -> float:
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if not np.all(flat == flat[0]):
+        raise IRError(node.name, f"{name} differs between neurons ({flat.min():.6g} to {flat.max():.6g}); "
+                                 "Lava's LIF has one value per population")
+    return float(flat[0])
+
+
+def _power_of_two_exponent(value: float, limit: float) -> int:
+    """The smallest e with value / 2**e <= limit."""
+    return 0 if value <= 0 else math.ceil(math.log2(value / limit))
+
+
+class QuantizeLoihi(Pass):
+    name = "quantize-loihi"
+
+    def __init__(self, target: Target):
+        if target.arithmetic != "loihi":
+            raise ValueError(f"QuantizeLoihi needs a loihi-arithmetic target, got {target.name}")
+        self.target = target
+        self.populations: dict[str, dict] = {}
+
+    def report(self) -> dict:
+        return {"target": self.target.name, "populations": self.populations}
+
+    def run(self, graph: Graph) -> Graph:
+        if not is_population_form(graph):
+            raise IRError(None, "quantize-loihi needs a graph in population form: run fuse-synapses first")
+        graph = graph.copy()
+        self.populations = {}
+        for node in graph:
+            if isinstance(node.op, Output):
+                for source in graph.predecessors(node.name):
+                    if not isinstance(graph[source].op, (*SPIKING, Input)):
+                        raise IRError(node.name, f"reads {source!r}, but Loihi outputs are spikes of a spiking "
+                                                 "population or an input")
+            elif node.op.stateful:
+                if not isinstance(node.op, SPIKING):
+                    raise IRError(node.name, f"{node.op.kind} does not spike; Lava's fixed-point LIF models "
+                                             "only spiking LIF, IF and CubaLIF populations")
+                self._population(graph, node)
+        graph.metadata = {**graph.metadata, "arithmetic": "loihi", "target": self.target.name}
+        return graph
+
+    def _population(self, graph: Graph, node) -> None:
+        formats = self.target.formats
+        d = node.op.dynamics()
+        per_neuron = lambda a: np.broadcast_to(np.asarray(a, np.float64), node.output_shape).ravel()  # noqa: E731
+        if d.reset != "value" or np.any(per_neuron(d.v_reset) != 0):
+            raise IRError(node.name, f"resets {'by subtraction' if d.reset == 'subtract' else 'to a non-zero value'}; "
+                                     "Lava's LIF resets v to 0")
+        threshold = per_neuron(d.v_threshold)
+        if np.any(threshold <= 0):
+            raise IRError(node.name, "has a threshold <= 0, which Loihi's unsigned threshold cannot hold")
+        v_decay = _uniform(node, "v_decay", d.v_decay)
+        current = d.i_decay is not None
+        i_decay = _uniform(node, "i_decay", d.i_decay) if current else 0.0
+        if current and i_decay >= 1:
+            raise IRError(node.name, "has a synaptic current that never decays, which Loihi's u cannot hold")
+        # The gain from a synapse's output to v; a constant synaptic input b adds gain * b / (1 - i_decay)
+        # to v in the steady state, which is how synapse biases fold into the neuron's bias.
+        gain = per_neuron(d.v_gain) * (per_neuron(d.i_gain) if current else 1.0)
+        bias_gain = gain / (1.0 - i_decay)
+        synapses = graph.predecessors(node.name)
+        weights = {s: graph[s].op.weight.astype(np.float64) * gain[:, None] / threshold[:, None] for s in synapses}
+        bias = per_neuron(d.bias) / threshold
+        for s in synapses:
+            if graph[s].op.bias is not None:
+                bias = bias + graph[s].op.bias.ravel() * bias_gain / threshold
+
+        # vth is the largest integer for which (a) the strongest synapse's mantissa fits with the
+        # largest weight exponent and (b) one step of every input at once stays inside the 24-bit v.
+        unity = 1 << ACTIVATION_SHIFT
+        strongest = max((np.abs(w).max(initial=0.0) for w in weights.values()), default=0.0)
+        swing = max(float((sum(np.abs(w).sum(axis=1) for w in weights.values()) + np.abs(bias)).max()), 1.0)
+        limits = [(1 << formats["threshold_mantissa_bits"]) - 1,
+                  ((1 << (formats["v_bits"] - 1)) - 1) // (unity * (1 + swing))]
+        if strongest > 0:
+            limits.append(MANTISSA_MAX * WEIGHT_STEP * (1 << formats["weight_exponent_max"]) / strongest)
+        vth = max(int(min(limits)), 1)
+        state_scale = vth * unity  # integer v per unit of v / v_threshold
+
+        decay_max = (1 << formats["decay_bits"]) - 1
+        dv = int(np.clip(round(DECAY_UNITY * (1 - v_decay)), 0, decay_max))
+        # Lava adds one to du (ds_offset), so u decays by (4095 - du) / 4096.
+        du = int(np.clip(DECAY_UNITY - 1 - round(DECAY_UNITY * i_decay), 0, decay_max)) if current else decay_max
+        bias_int = np.rint(bias * state_scale)
+        bias_exp = np.array([_power_of_two_exponent(abs(b), (1 << (formats["bias_mantissa_bits"] - 1)) - 1)
+                             for b in bias_int], dtype=np.int64).clip(0, formats["bias_exponent_max"])
+        bias_mant = np.rint(bias_int / (1 << bias_exp)).astype(np.int64)
+        mantissa_limit = (1 << (formats["bias_mantissa_bits"] - 1))
+        bias_mant = bias_mant.clip(-mantissa_limit, mantissa_limit - 1)
+        node.annotations["loihi"] = {"du": du, "dv": dv, "vth": vth, "bias_mant": bias_mant, "bias_exp": bias_exp}
+        report = {"vth": vth, "state_scale_per_unit_threshold": state_scale, "du": du, "dv": dv,
+                  "v_decay": {"float": v_decay, "fixed": (DECAY_UNITY - dv) / DECAY_UNITY},
+                  "bias_error": float(np.abs(bias_mant * (1 << bias_exp) / state_scale - bias).max(initial=0.0)),
+                  "synapses": {}}
+        if current:
+            report["i_decay"] = {"float": i_decay, "fixed": (DECAY_UNITY - 1 - du) / DECAY_UNITY}
+        for s in synapses:
+            report["synapses"][s] = self._synapse(graph[s], weights[s] * state_scale, state_scale)
+        self.populations[node.name] = report
+
+    def _synapse(self, node, scaled: np.ndarray, state_scale: int) -> dict:
+        """Write one synapse matrix (already in units of integer v) as Lava weights and exponent."""
+        formats = self.target.formats
+        if node.op.delay is not None and node.op.delay.max(initial=0) > formats["max_delay"]:
+            raise IRError(node.name, f"has a delay of {int(node.op.delay.max())} steps; {self.target.name} holds "
+                                     f"at most {formats['max_delay']} (split longer delays into chains)")
+        largest = np.abs(scaled).max(initial=0.0)
+        unity = 1 << ACTIVATION_SHIFT
+        exponent = int(np.clip(_power_of_two_exponent(largest, MANTISSA_MAX * WEIGHT_STEP * unity),
+                               formats["weight_exponent_min"], formats["weight_exponent_max"]))
+        step = WEIGHT_STEP * unity * 2.0 ** exponent
+        mantissa = np.clip(np.rint(scaled / step), -MANTISSA_MAX - 1, MANTISSA_MAX).astype(np.int64)
+        node.annotations["loihi"] = {"weights": (mantissa * WEIGHT_STEP).astype(np.int32), "weight_exp": exponent,
+                                     "delays": None if node.op.delay is None else node.op.delay.astype(np.int64)}
+        error = np.abs(mantissa * step - scaled) / state_scale
+        return {"weight_exp": exponent, "max_error_per_unit_threshold": float(error.max(initial=0.0)),
+                "nonzero": int(np.count_nonzero(mantissa)),
+                "zeroed_by_rounding": int(np.count_nonzero(scaled) - np.count_nonzero(mantissa))}
+

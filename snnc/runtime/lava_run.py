@@ -1,0 +1,39 @@
+"""Run an emitted Lava program in the Lava environment and read back its results."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from snnc.errors import SnncError
+from snnc.runtime.lava_env import ensure_environment
+
+
+def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=print) -> dict[str, np.ndarray]:
+    """Run ``artifact``'s ``run_lava.py`` on ``inputs`` (an array, or arrays by input name); return
+    outputs by name and ``NAME:u``/``NAME:v`` for each probe, as the simulator does."""
+    runner = Path(artifact) / "run_lava.py"
+    if not runner.is_file():
+        raise SnncError(f"{artifact}: holds no Lava program; compile it for a Loihi target (--target loihi2)")
+    python = ensure_environment(log=log)
+    with tempfile.TemporaryDirectory(prefix="snnc-lava-") as scratch:
+        given = Path(scratch) / ("x.npz" if isinstance(inputs, dict) else "x.npy")
+        if isinstance(inputs, dict):
+            np.savez(given, **inputs)
+        else:
+            np.save(given, inputs)
+        out = Path(scratch) / "y.npz"
+        command = [str(python), str(runner), "--input", str(given), "--out", str(out)]
+        command += ["--steps", str(steps)] if steps else []
+        for name in probes:
+            command += ["--probe", name]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines() or ["(no output)"]
+            error = next((line for line in lines if line.startswith("run_lava: error:")), lines[-1])
+            raise SnncError(f"the Lava program in {artifact} failed: {error.removeprefix('run_lava: error: ')}")
+        with np.load(out, allow_pickle=False) as saved:
+            return {key: saved[key] for key in saved.files}

@@ -1,0 +1,153 @@
+"""Where each neuron lives: populations cut into pieces, pieces on cores, cores on tiles and chips.
+
+The cost model needs a placement to know which spikes cross between cores and how far they travel.
+Until a partitioning pass exists, ``default_placement`` gives a documented, predictable one (see
+docs/cost-model.md): populations in schedule order, cut at the core's neuron limit, one population
+per core. Input nodes are not placed: their spikes come from the host and enter the mesh at tile
+(0, 0) of chip 0.
+
+Cores are numbered so that the index alone gives the position: cores within a tile first, then
+tiles row-major (x fastest) within a chip, then chips row-major on the board. The chips' tile
+meshes join into one board-wide mesh of tiles, on which messages are routed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+from snnc.errors import SnncError
+from snnc.ir import NEURONS, Graph, verify
+from snnc.targets import Target
+
+
+@dataclass(frozen=True)
+class CoreLocation:
+    """A core's place: chip, tile coordinates within the chip's mesh, and index within the tile."""
+
+    chip: int
+    tile_x: int
+    tile_y: int
+    core_in_tile: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The target's arrangement of cores into tiles, tiles into a chip mesh and chips into a board."""
+
+    cores_per_tile: int
+    mesh_width: int
+    mesh_height: int
+    board_width: int
+    board_height: int
+
+    @classmethod
+    def of(cls, target: Target) -> Layout:
+        if not target.has_hardware:
+            raise SnncError(f"target {target.name!r} models no hardware: it has no cores to place neurons on")
+        return cls(**target.chip)
+
+    @property
+    def cores(self) -> int:
+        return self.cores_per_tile * self.mesh_width * self.mesh_height * self.board_width * self.board_height
+
+    def locate(self, core: int) -> CoreLocation:
+        tile, core_in_tile = divmod(core, self.cores_per_tile)
+        chip, tile = divmod(tile, self.mesh_width * self.mesh_height)
+        tile_y, tile_x = divmod(tile, self.mesh_width)
+        return CoreLocation(chip, tile_x, tile_y, core_in_tile)
+
+    def position(self, core: int) -> tuple[int, int]:
+        """The core's tile on the board-wide mesh of tiles: (x, y)."""
+        where = self.locate(core)
+        chip_y, chip_x = divmod(where.chip, self.board_width)
+        return chip_x * self.mesh_width + where.tile_x, chip_y * self.mesh_height + where.tile_y
+
+    def tile_at(self, x: int, y: int) -> tuple[int, int, int]:
+        """(chip, tile_x, tile_y) of a position on the board-wide mesh."""
+        chip_x, tile_x = divmod(x, self.mesh_width)
+        chip_y, tile_y = divmod(y, self.mesh_height)
+        return chip_y * self.board_width + chip_x, tile_x, tile_y
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Neurons ``start`` to ``stop - 1`` of a population (flattened, C order) on one core."""
+
+    population: str
+    core: int
+    start: int
+    stop: int
+
+    @property
+    def neurons(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class Placement:
+    """For every neuron population, its pieces in neuron order; ``layout`` places the cores."""
+
+    layout: Layout
+    pieces: dict[str, list[Piece]]
+
+    def all_pieces(self) -> list[Piece]:
+        return [piece for pieces in self.pieces.values() for piece in pieces]
+
+    @property
+    def cores(self) -> list[int]:
+        """The cores in use, ascending."""
+        return sorted({piece.core for piece in self.all_pieces()})
+
+    def check(self, sizes: dict[str, int], neurons_per_core: int) -> None:
+        """Require every population of ``sizes`` to be covered by consecutive pieces, in order, on
+        existing cores that hold at most ``neurons_per_core`` neurons each; a placement made by hand
+        or by a future pass can break any of these."""
+        if set(self.pieces) != set(sizes):
+            missing, extra = sorted(set(sizes) - set(self.pieces)), sorted(set(self.pieces) - set(sizes))
+            raise SnncError(f"placement: populations {missing} are not placed" if missing
+                            else f"placement: {extra} are not neuron populations of the graph")
+        load: dict[int, int] = {}
+        for name, pieces in self.pieces.items():
+            bounds = [0] + [p.stop for p in pieces]
+            if [p.start for p in pieces] != bounds[:-1] or bounds[-1] != sizes[name] or any(p.neurons <= 0 for p in pieces):
+                raise SnncError(f"placement of {name!r}: pieces must cover neurons 0 to {sizes[name]} in order, "
+                                f"got {[(p.start, p.stop) for p in pieces]}")
+            for piece in pieces:
+                if not 0 <= piece.core < self.layout.cores:
+                    raise SnncError(f"placement of {name!r}: core {piece.core} does not exist "
+                                    f"(the board has {self.layout.cores})")
+                load[piece.core] = load.get(piece.core, 0) + piece.neurons
+        for core, neurons in load.items():
+            if neurons > neurons_per_core:
+                raise SnncError(f"placement: core {core} holds {neurons} neurons, more than the core's {neurons_per_core}")
+
+
+def neuron_populations(graph: Graph) -> dict[str, int]:
+    """The neuron nodes in schedule order, with their number of neurons."""
+    verify(graph)
+    return {name: prod(graph[name].output_shape) for name in graph.schedule if isinstance(graph[name].op, NEURONS)}
+
+
+def default_placement(graph: Graph, target: Target) -> Placement:
+    """Populations in schedule order, each cut into consecutive pieces of at most the core's neuron
+    limit; pieces take cores in index order and every population starts on a fresh core.
+
+    Simple and predictable, not good: it ignores synapse memory and fan-in limits and never packs
+    small populations together (docs/cost-model.md says what that costs)."""
+    layout = Layout.of(target)
+    limit = target.core["neurons"]
+    sizes = neuron_populations(graph)
+    needed = sum(-(-n // limit) for n in sizes.values())
+    if needed > layout.cores:
+        raise SnncError(f"the network needs {needed} cores of {limit} neurons but target {target.name!r} has "
+                        f"{layout.cores} ({layout.board_width * layout.board_height} chips of "
+                        f"{layout.cores // (layout.board_width * layout.board_height)} cores)")
+    pieces: dict[str, list[Piece]] = {}
+    core = 0
+    for name, size in sizes.items():
+        pieces[name] = []
+        for start in range(0, size, limit):
+            pieces[name].append(Piece(name, core, start, min(size, start + limit)))
+            core += 1
+    return Placement(layout, pieces)
