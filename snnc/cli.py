@@ -100,7 +100,14 @@ def cmd_run(args) -> int:
     except SnncError as e:
         raise SnncError(f"--input {args.input}: {e}") from None
     started = time.perf_counter()
-    results = simulator.run(inputs, probes=args.probe)
+    if args.backend == "lava":
+        from snnc.runtime.lava_run import run_lava
+
+        if not Path(args.model).is_dir():
+            raise SnncError(f"--backend lava runs a compiled artifact; compile {args.model} with --target loihi2 first")
+        results = run_lava(Path(args.model), inputs, probes=args.probe, log=lambda line: print(line, file=sys.stderr))
+    else:
+        results = simulator.run(inputs, probes=args.probe)
     elapsed = time.perf_counter() - started
     _atomic_write(Path(args.output), lambda p: np.savez(p, **results))
     first = next(iter(results.values()))
@@ -150,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_ = commands.add_parser("compile", help="compile a model into an artifact directory for a target",
                                    description="Import, verify and emit a model for a target into an artifact directory.")
     compile_.add_argument("model", help="model file (.nir, .snnir)")
-    compile_.add_argument("--target", default="sim", help="target to compile for (default sim)")
+    compile_.add_argument("--target", default="sim",
+                          help="sim, loihi, loihi2, spinnaker, or the path of a target .toml file (default sim)")
     compile_.add_argument("-o", "--output", required=True, help="artifact directory to write")
     _model_options(compile_)
     compile_.set_defaults(handler=cmd_compile)
@@ -166,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", required=True, help=".npz to write")
     run.add_argument("--probe", action="append", default=[], metavar="NODE",
                      help="also record NODE (repeatable): NODE:spikes, NODE:v, NODE:i for neurons, NODE:output otherwise")
-    run.add_argument("--precision", choices=("float64", "float32"), default="float64", help="float mode precision")
+    run.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                     help="precision of float simulation (fixed-point targets run their own integers)")
+    run.add_argument("--backend", choices=("sim", "lava"), default="sim",
+                     help="sim: snnc's simulator in the artifact's arithmetic (default); lava: the emitted Lava "
+                          "program in the Lava environment (Loihi targets)")
     _model_options(run)
     run.set_defaults(handler=cmd_run)
 

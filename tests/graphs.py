@@ -67,3 +67,51 @@ def conv_net(rng):
 
 def spikes(rng, shape, rate=0.3):
     return (rng.random(shape) < rate).astype(np.float64)
+
+
+def random_network(rng, delays=True):
+    """A random two-layer network with a recurrent layer: Input -> (LIF | IF | CubaLIF) with recurrence
+    -> CubaLIF or LIF -> Output, with random sizes, decays, thresholds, biases and per-synapse delays."""
+    n_in, n_hidden, n_out = (int(v) for v in rng.integers(3, 40, size=3))
+    graph = ir.Graph(dt=1e-3)
+    graph.add("in", ir.Input(shape=(n_in,)))
+    delay = (lambda shape: rng.integers(0, 6, size=shape)) if delays else (lambda shape: None)
+    graph.add("fc1", ir.Affine(weight=rng.normal(0, 1, (n_hidden, n_in)), bias=rng.normal(0, 0.05, n_hidden),
+                               delay=delay((n_hidden, n_in))))
+    kind = rng.integers(3)
+    common = dict(bias=rng.normal(0, 0.02, n_hidden), v_threshold=rng.uniform(0.5, 2.0, n_hidden),
+                  v_reset=np.zeros(n_hidden))
+    if kind == 0:
+        hidden = ir.LIF(v_decay=np.array(rng.uniform(0.5, 0.99)), v_gain=np.array(1.0), **common)
+    elif kind == 1:
+        hidden = ir.IF(v_gain=np.array(rng.uniform(0.5, 1.5)), **common)
+    else:
+        hidden = ir.CubaLIF(i_decay=np.array(rng.uniform(0.2, 0.9)), i_gain=np.array(1.0),
+                            v_decay=np.array(rng.uniform(0.5, 0.99)), v_gain=np.array(1.0), **common)
+    graph.add("hidden", hidden)
+    graph.add("rec", ir.Affine(weight=rng.normal(0, 0.3, (n_hidden, n_hidden))))
+    graph.add("fc2", ir.Affine(weight=rng.normal(0, 1, (n_out, n_hidden)), delay=delay((n_out, n_hidden))))
+    graph.add("readout", ir.CubaLIF(i_decay=np.array(0.5), i_gain=np.array(1.0), v_decay=np.array(0.9),
+                                    v_gain=np.array(1.0), bias=np.array(0.0), v_threshold=np.array(1.0),
+                                    v_reset=np.array(0.0)))
+    graph.add("out", ir.Output())
+    for edge in [("in", "fc1"), ("fc1", "hidden"), ("hidden", "rec"), ("rec", "hidden"), ("hidden", "fc2"),
+                 ("fc2", "readout"), ("readout", "out")]:
+        graph.connect(*edge)
+    return graph
+
+
+def mlp(rng, sizes=(40, 30, 20, 10)):
+    """A dense feed-forward LIF network."""
+    graph = ir.Graph(dt=1e-3)
+    graph.add("in", ir.Input(shape=(sizes[0],)))
+    previous = "in"
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        graph.add(f"fc{i}", ir.Affine(weight=rng.normal(0, 1.5 / np.sqrt(n_in), (n_out, n_in)), bias=np.zeros(n_out)))
+        graph.add(f"lif{i}", lif(v_decay=0.9, v_threshold=0.5, shape=(n_out,)))
+        graph.connect(previous, f"fc{i}")
+        graph.connect(f"fc{i}", f"lif{i}")
+        previous = f"lif{i}"
+    graph.add("out", ir.Output())
+    graph.connect(previous, "out")
+    return graph

@@ -110,7 +110,7 @@ def build(params, inputs, steps):
         delayed = fixed["delays"] is not None and np.any(fixed["delays"])
         extra = ""
         if delayed:
-            self.params[f"{ident}.delays"] = np.asarray(fixed["delays"], np.int32)
+            self.params[f"{ident}.delays"] = np.asarray(fixed["delays"], np.int64)  # DelayDense checks dtype == int
             extra = f", delays=params[{ident + '.delays'!r}]"
         out, size_in = node.op.weight.shape
         self.lines.append(f"# synapses {_literal(node.name)}: {_literal(source)} -> "

@@ -22,7 +22,7 @@ import numpy as np
 from snnc.errors import SnncError
 from snnc.ir import NEURONS, Affine, Graph, Input, Output, verify
 from snnc.runtime.activity import Activity
-from snnc.runtime.placement import CoreLocation, Layout, Piece, Placement, default_placement, neuron_populations
+from snnc.runtime.placement import CoreLocation, Layout, Piece, Placement, default_placement
 from snnc.targets import Target
 
 #: Events a core performs, charged to that core's time and energy.
@@ -140,13 +140,30 @@ class _Projection:
     mask: np.ndarray
 
 
-def _population_form(graph: Graph) -> tuple[dict[str, int], list[_Projection], int]:
-    """The spike sources (Inputs and neurons, schedule order) with their sizes, the projections
-    between them, and the MACs of one pass of the equivalent ANN; raise on any other graph."""
+@dataclass
+class _Network:
+    """A graph in population form, as the model reads it."""
+
+    name: str
+    #: op kind and number of neurons of every spike source and neuron node, in schedule order
+    kinds: dict[str, str]
+    sizes: dict[str, int]
+    projections: list[_Projection]
+    #: non-zero weights of all Affines: the MACs of one pass of the equivalent ANN
+    macs: int
+
+    @property
+    def neurons(self) -> dict[str, int]:
+        """The populations that live on cores: all but the Inputs."""
+        return {name: n for name, n in self.sizes.items() if self.kinds[name] != "Input"}
+
+
+def _population_form(graph: Graph) -> _Network:
+    """Read ``graph`` as populations and projections; raise, naming the node, on any other graph."""
     verify(graph)
-    sizes = {name: int(np.prod(graph[name].output_shape)) for name in graph.schedule
-             if isinstance(graph[name].op, (Input, *NEURONS))}
-    projections, macs = [], 0
+    populations = [name for name in graph.schedule if isinstance(graph[name].op, (Input, *NEURONS))]
+    network = _Network(graph.name, {name: graph[name].op.kind for name in populations},
+                       {name: int(np.prod(graph[name].output_shape)) for name in populations}, [], 0)
 
     def spike_source(node: str, source: str) -> None:
         op = graph[source].op
@@ -157,42 +174,41 @@ def _population_form(graph: Graph) -> tuple[dict[str, int], list[_Projection], i
     for node in graph:
         name, op = node.name, node.op
         if isinstance(op, Affine):
-            sources, targets = graph.predecessors(name), graph.successors(name)
+            sources = graph.predecessors(name)
             if len(sources) != 1:
                 raise SnncError(f"node {name!r}: an Affine in population form reads exactly one spike source, "
                                 f"got {sources}")
             spike_source(name, sources[0])
-            for target in targets:
+            for target in graph.successors(name):
                 if not isinstance(graph[target].op, (*NEURONS, Output)):
                     raise SnncError(f"node {name!r}: an Affine in population form feeds neurons or Outputs, "
                                     f"not {target!r} ({graph[target].op.kind})")
                 if isinstance(graph[target].op, NEURONS):
-                    projections.append(_Projection(sources[0], target, op.weight != 0))
-            macs += int(np.count_nonzero(op.weight))
+                    network.projections.append(_Projection(sources[0], target, op.weight != 0))
+            network.macs += int(np.count_nonzero(op.weight))
         elif isinstance(op, NEURONS):
             for source in graph.predecessors(name):
                 if not isinstance(graph[source].op, Affine):
                     # A direct edge: one synapse from each source neuron to the neuron of the same index.
                     spike_source(name, source)
-                    projections.append(_Projection(source, name, np.eye(sizes[name], dtype=bool)))
+                    network.projections.append(_Projection(source, name, np.eye(network.sizes[name], dtype=bool)))
         elif not isinstance(op, (Input, Output)):
             raise SnncError(f"node {name!r}: {op.kind} is not allowed in population form (Input, neurons, Affine, "
                             "Output); run snnc.passes.fuse_synapses first")
-    return sizes, projections, macs
+    return network
 
 
-def _activity_arrays(graph: Graph, sizes: dict[str, int], activity: Activity):
-    """Spikes and active-neuron counts of every population as (T, n) float arrays."""
+def _activity_arrays(network: _Network, activity: Activity):
+    """Spikes of every population and active-neuron counts of every neuron population, as (T, n) floats."""
     spikes, active = {}, {}
-    for name, n in sizes.items():
+    for name, n in network.sizes.items():
         record = activity.populations.get(name)
-        expected = (activity.steps, *graph[name].output_shape)
-        if record is None or record.spikes.shape != expected:
+        if record is None or record.spikes.size != activity.steps * n or len(record.spikes) != activity.steps:
             got = "none" if record is None else f"shape {record.spikes.shape}"
-            raise SnncError(f"node {name!r}: the activity has no spike counts of shape {expected} for it (got {got}); "
-                            "run the simulator with count=True on this graph")
+            raise SnncError(f"node {name!r}: the activity has no spike counts of {activity.steps} steps x {n} neurons "
+                            f"for it (got {got}); run the simulator with count=True on this graph")
         spikes[name] = record.spikes.reshape(activity.steps, n).astype(np.float64)
-        if isinstance(graph[name].op, NEURONS):
+        if name in network.neurons:
             if record.active is None:
                 raise SnncError(f"node {name!r}: the activity has no active-neuron counts for it")
             active[name] = record.active.reshape(activity.steps, n).astype(np.float64)
@@ -223,49 +239,48 @@ def cost_model(graph: Graph, target: Target, activity: Activity, placement: Plac
     ``placement`` defaults to ``default_placement``. For a target without hardware (``sim``) the
     report has counts only (spikes, synaptic operations, neuron updates), with time and energy None.
     """
-    sizes, projections, macs = _population_form(graph)
-    spikes, active = _activity_arrays(graph, sizes, activity)
-    neurons = neuron_populations(graph)
+    network = _population_form(graph)
     if target.has_hardware:
         placement = placement or default_placement(graph, target)
-        placement.check(neurons, target.core["neurons"])
+        placement.check(network.neurons, target.core["neurons"])
         pieces = placement.all_pieces()
     elif placement is not None:
         raise SnncError(f"target {target.name!r} models no hardware: a placement has no meaning for it")
     else:
         # Counts only: one notional piece per population, never shown as a core.
-        pieces = [Piece(name, i, 0, n) for i, (name, n) in enumerate(neurons.items())]
-    return _Model(target, activity, sizes, projections, spikes, active, placement, pieces).report(graph, macs)
+        pieces = [Piece(name, i, 0, n) for i, (name, n) in enumerate(network.neurons.items())]
+    model = _Model(target, network, activity, placement, pieces)
+    return model.price() if placement is not None else model.counts_only()
 
 
 class _Model:
-    """The counting and pricing of one ``cost_model`` call; its arrays are summed over the batch."""
+    """The counting and pricing of one ``cost_model`` call. Arrays are summed over the batch;
+    what it reports is divided by the batch."""
 
-    def __init__(self, target, activity, sizes, projections, spikes, active, placement, pieces):
-        self.target, self.placement, self.pieces = target, placement, pieces
-        self.sizes, self.projections, self.spikes, self.active = sizes, projections, spikes, active
+    def __init__(self, target: Target, network: _Network, activity: Activity, placement: Placement | None,
+                 pieces: list[Piece]):
+        self.target, self.network, self.placement, self.pieces = target, network, placement, pieces
+        self.spikes, self.active = _activity_arrays(network, activity)
         self.steps, self.batch = activity.steps, activity.batch
-        #: piece indices of every placed population, in neuron order
+        #: piece indices of every neuron population, in neuron order
         self.of_population: dict[str, list[int]] = {}
         for i, piece in enumerate(pieces):
             self.of_population.setdefault(piece.population, []).append(i)
         self.core_ids = sorted({p.core for p in pieces})
         self.column = {core: j for j, core in enumerate(self.core_ids)}
-        shape = (self.steps, len(pieces))
-        #: (T, pieces) counts of the events each piece performs
-        self.piece_counts = {kind: np.zeros(shape) for kind in CORE_KINDS if kind != "message_in"}
+        #: (T, pieces) events of each piece; message_in is counted per core (one message may serve several pieces)
+        self.piece_counts = {kind: np.zeros((self.steps, len(pieces))) for kind in CORE_KINDS if kind != "message_in"}
         self.synapses = np.zeros(len(pieces))
-        #: (T, cores) messages each core receives; axons per core
         self.message_in = np.zeros((self.steps, len(self.core_ids)))
         self.fan_in = np.zeros(len(self.core_ids))
         self.fan_out = np.zeros(len(self.core_ids))
-        #: per source population: messages it sends (as received) and its hops by kind, summed over steps
+        #: per source population: messages it sends and its hops by kind, summed over steps
         self.sent = defaultdict(lambda: defaultdict(float))
-        #: (source tile, destination tile) -> (T,) messages, for routing
+        #: (source tile, destination tile) -> (T,) messages, and the messages of each source population
         self.traffic: dict[tuple, np.ndarray] = defaultdict(lambda: np.zeros(self.steps))
-        self.traffic_source: dict[tuple, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.traffic_by_source: dict[tuple, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._count_neurons()
-        for source in sizes:
+        for source in network.sizes:
             self._count_synapses(source)
 
     # -- counting
@@ -285,13 +300,13 @@ class _Model:
     def _count_synapses(self, source: str) -> None:
         """Synaptic operations of the spikes of ``source`` at every piece they reach, and, on
         hardware, its messages: one per spike and distinct destination core."""
-        outgoing = [p for p in self.projections if p.source == source]
+        outgoing = [p for p in self.network.projections if p.source == source]
         if not outgoing:
             return
         destinations = sorted({i for p in outgoing for i in self.of_population[p.target]})
-        column = {piece: j for j, piece in enumerate(destinations)}
+        column = {piece: k for k, piece in enumerate(destinations)}
         # fan[j, k]: synapses from source neuron j to the neurons of destination piece k
-        fan = np.zeros((self.sizes[source], len(destinations)))
+        fan = np.zeros((self.network.sizes[source], len(destinations)))
         for projection in outgoing:
             columns = [column[i] for i in self.of_population[projection.target]]
             fan[:, columns] += np.add.reduceat(projection.mask, self._starts(projection.target), axis=0,
@@ -301,60 +316,48 @@ class _Model:
         self.synapses[destinations] += fan.sum(axis=0)
         if self.placement is None:
             return
+
         cores = sorted({self.pieces[i].core for i in destinations})
+        core_column = {core: c for c, core in enumerate(cores)}
         on_core = np.zeros((len(destinations), len(cores)))
-        for k, piece in enumerate(destinations):
-            on_core[k, cores.index(self.pieces[piece].core)] = 1
+        on_core[np.arange(len(destinations)), [core_column[self.pieces[i].core] for i in destinations]] = 1
         reach = (fan @ on_core) > 0  # reach[j, c]: neuron j has a synapse on destination core c
         fan_out = reach.sum(axis=1)
-        core_columns = [self.column[c] for c in cores]
-        self.message_in[:, core_columns] += spikes @ reach
-        self.fan_in[core_columns] += reach.sum(axis=0)
+        columns = [self.column[core] for core in cores]
+        self.message_in[:, columns] += spikes @ reach
+        self.fan_in[columns] += reach.sum(axis=0)
         layout = self.placement.layout
         if source in self.of_population:
-            senders = [(i, self.pieces[i]) for i in self.of_population[source]]
+            senders = [(i, slice(self.pieces[i].start, self.pieces[i].stop), layout.position(self.pieces[i].core))
+                       for i in self.of_population[source]]
         else:  # an Input: the host sends one message per spike and destination core
-            senders = [(None, Piece(source, -1, 0, self.sizes[source]))]
-        for i, piece in senders:
-            part = slice(piece.start, piece.stop)
-            messages = spikes[:, part] @ reach[part]
-            if i is None:
-                origin = HOST_POSITION
-            else:
-                origin = layout.position(piece.core)
+            senders = [(None, slice(None), HOST_POSITION)]
+        for i, part, origin in senders:
+            if i is not None:
                 self.piece_counts["message_out"][:, i] = spikes[:, part] @ fan_out[part]
-                self.fan_out[self.column[piece.core]] += fan_out[part].sum()
+                self.fan_out[self.column[self.pieces[i].core]] += fan_out[part].sum()
+            messages = spikes[:, part] @ reach[part]
             for c, core in enumerate(cores):
                 key = (origin, layout.position(core))
                 self.traffic[key] += messages[:, c]
-                self.traffic_source[key][source] += messages[:, c].sum()
+                self.traffic_by_source[key][source] += messages[:, c].sum()
                 self.sent[source]["message_in"] += messages[:, c].sum()
 
-    # -- pricing
-
-    def _core_counts(self) -> dict[str, np.ndarray]:
-        """(T, cores) counts of every core kind: the pieces on each core added up."""
-        to_core = np.zeros((len(self.pieces), len(self.core_ids)))
-        to_core[np.arange(len(self.pieces)), [self.column[p.core] for p in self.pieces]] = 1
-        counts = {kind: values @ to_core for kind, values in self.piece_counts.items()}
-        counts["message_in"] = self.message_in
-        return counts
-
     def _network(self):
-        """Hops by kind and per source population, link loads, and the network time of each step:
-        the busiest link's messages times its hop time, plus the slowest route's hop latencies."""
+        """Hops by kind, the loads of links, and the network time of each step: the busiest link's
+        messages times its hop time, plus the slowest route's hop latencies."""
         costs, layout = self.target.costs, self.placement.layout
         hops = dict.fromkeys(HOP_KINDS, 0.0)
         loads: dict[tuple, np.ndarray] = defaultdict(lambda: np.zeros(self.steps))
         link_kind = {}
         slowest_route = np.zeros(self.steps)
-        for (origin, destination), messages in self.traffic.items():
-            route = _route(origin, destination, layout)
+        for key, messages in self.traffic.items():
+            route = _route(*key, layout)
             for link, kind in route:
                 loads[link] += messages
                 link_kind[link] = kind
-                hops[kind] += messages.sum()
-                for source, sent in self.traffic_source[(origin, destination)].items():
+                hops[kind] += float(messages.sum())
+                for source, sent in self.traffic_by_source[key].items():
                     self.sent[source][kind] += sent
             latency = sum(costs[kind].time_s for _, kind in route)
             slowest_route = np.maximum(slowest_route, np.where(messages > 0, latency, 0.0))
@@ -366,31 +369,40 @@ class _Model:
         links.sort(key=lambda link: -link.messages)
         return hops, links, busiest + slowest_route
 
-    def report(self, graph: Graph, macs: int) -> CostReport:
-        target, batch = self.target, self.batch
-        hardware = self.placement is not None
+    # -- reporting
+
+    def _layers(self, kinds) -> list[LayerCost]:
         layers = []
-        for name, n in self.sizes.items():
+        for name, n in self.network.sizes.items():
             indices = self.of_population.get(name, [])
-            counts = {"spikes": float(self.spikes[name].sum() / batch)}
-            kinds = self.piece_counts if hardware else ("synaptic_op", "neuron_update_active", "neuron_update_inactive")
-            counts.update({kind: float(self.piece_counts[kind][:, indices].sum() / batch) for kind in kinds})
-            layers.append(LayerCost(name, graph[name].op.kind, n, sorted({self.pieces[i].core for i in indices})
-                                    if hardware else [], counts, None, counts["spikes"] / (n * self.steps)))
-        report = CostReport(target, graph.name, self.steps, batch, layers, macs, self.placement)
-        if not hardware:
-            return report
+            counts = {"spikes": float(self.spikes[name].sum() / self.batch)}
+            counts.update({kind: float(self.piece_counts[kind][:, indices].sum() / self.batch) for kind in kinds})
+            cores = sorted({self.pieces[i].core for i in indices}) if self.placement else []
+            layers.append(LayerCost(name, self.network.kinds[name], n, cores, counts, None,
+                                    counts["spikes"] / (n * self.steps)))
+        return layers
 
+    def counts_only(self) -> CostReport:
+        layers = self._layers(("synaptic_op", "neuron_update_active", "neuron_update_inactive"))
+        return CostReport(self.target, self.network.name, self.steps, self.batch, layers, self.network.macs)
+
+    def price(self) -> CostReport:
+        target, batch, costs = self.target, self.batch, self.target.costs
+        report = CostReport(target, self.network.name, self.steps, batch, self._layers(self.piece_counts),
+                            self.network.macs, self.placement)
         hops, report.links, network_time = self._network()
-        for layer in layers:
-            layer.counts.update({kind: float(self.sent[layer.name][kind] / batch) for kind in ("message_in", *HOP_KINDS)})
-            layer.energy_j = {kind: layer.counts[kind] * target.costs[kind].energy_j for kind in (*CORE_KINDS, *HOP_KINDS)}
+        for layer in report.layers:
+            layer.counts.update({kind: self.sent[layer.name][kind] / batch for kind in ("message_in", *HOP_KINDS)})
+            layer.energy_j = {kind: layer.counts[kind] * costs[kind].energy_j for kind in (*CORE_KINDS, *HOP_KINDS)}
 
-        counts = self._core_counts()
-        times = {kind: target.costs[kind].time_s for kind in CORE_KINDS}
-        busy = sum(counts[kind] * times[kind] for kind in CORE_KINDS) / batch  # (T, cores)
-        layout = self.placement.layout
-        locations = [layout.locate(core) for core in self.core_ids]
+        # (T, cores) counts: the pieces on each core added up, and the messages each core receives
+        to_core = np.zeros((len(self.pieces), len(self.core_ids)))
+        to_core[np.arange(len(self.pieces)), [self.column[p.core] for p in self.pieces]] = 1
+        counts = {kind: values @ to_core for kind, values in self.piece_counts.items()}
+        counts["message_in"] = self.message_in
+        busy = sum(counts[kind] * costs[kind].time_s for kind in CORE_KINDS) / batch
+
+        locations = [self.placement.layout.locate(core) for core in self.core_ids]
         report.tiles = len({(w.chip, w.tile_x, w.tile_y) for w in locations})
         report.chips = len({w.chip for w in locations})
         report.compute_time_s = busy.max(axis=1, initial=0.0)
@@ -398,22 +410,17 @@ class _Model:
         report.barrier_s = target.barrier_base_s + target.barrier_per_tile_s * report.tiles
         report.step_time_s = np.maximum(report.compute_time_s + network_time + report.barrier_s,
                                         target.step_time_min_s)
+        report.energy_j = {kind: float(counts[kind].sum() / batch * costs[kind].energy_j) for kind in CORE_KINDS}
+        report.energy_j.update({kind: hops[kind] / batch * costs[kind].energy_j for kind in HOP_KINDS})
+        report.energy_j["static"] = target.static_power_w * report.chips * report.latency_s
 
-        energy = {kind: float(counts[kind].sum() / batch * target.costs[kind].energy_j) for kind in CORE_KINDS}
-        energy.update({kind: hops[kind] / batch * target.costs[kind].energy_j for kind in HOP_KINDS})
-        energy["static"] = target.static_power_w * report.chips * report.latency_s
-        report.energy_j = energy
-
-        by_core = defaultdict(list)
-        for piece in self.pieces:
-            by_core[piece.core].append(piece)
-        synapses = np.zeros(len(self.core_ids))
-        np.add.at(synapses, [self.column[p.core] for p in self.pieces], self.synapses)
+        synapses = self.synapses @ to_core
         for j, core in enumerate(self.core_ids):
             core_counts = {kind: float(counts[kind][:, j].sum() / batch) for kind in CORE_KINDS}
             report.cores.append(CoreCost(
-                core, locations[j], by_core[core], core_counts, float(busy[:, j].mean()), float(busy[:, j].max()),
-                sum(count * target.costs[kind].energy_j for kind, count in core_counts.items()),
+                core, locations[j], [p for p in self.pieces if p.core == core], core_counts,
+                float(busy[:, j].mean()), float(busy[:, j].max()),
+                sum(count * costs[kind].energy_j for kind, count in core_counts.items()),
                 int(synapses[j]), int(self.fan_in[j]), int(self.fan_out[j])))
         report.warnings = self._limits(report.cores)
         return report

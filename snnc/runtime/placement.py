@@ -109,8 +109,9 @@ class Placement:
                             else f"placement: {extra} are not neuron populations of the graph")
         load: dict[int, int] = {}
         for name, pieces in self.pieces.items():
-            bounds = [0] + [p.stop for p in pieces]
-            if [p.start for p in pieces] != bounds[:-1] or bounds[-1] != sizes[name] or any(p.neurons <= 0 for p in pieces):
+            stops = [p.stop for p in pieces]
+            if [p.start for p in pieces] != [0, *stops[:-1]] or stops[-1:] != [sizes[name]] \
+                    or any(p.neurons <= 0 for p in pieces):
                 raise SnncError(f"placement of {name!r}: pieces must cover neurons 0 to {sizes[name]} in order, "
                                 f"got {[(p.start, p.stop) for p in pieces]}")
             for piece in pieces:
@@ -120,7 +121,8 @@ class Placement:
                 load[piece.core] = load.get(piece.core, 0) + piece.neurons
         for core, neurons in load.items():
             if neurons > neurons_per_core:
-                raise SnncError(f"placement: core {core} holds {neurons} neurons, more than the core's {neurons_per_core}")
+                raise SnncError(f"placement: core {core} holds {neurons} neurons, "
+                                f"more than the core's {neurons_per_core}")
 
 
 def neuron_populations(graph: Graph) -> dict[str, int]:

@@ -30,7 +30,7 @@ RASTER_STEPS = 500
 _NO_HARDWARE = ("target {name!r} models no hardware: the report has counts (spikes, synaptic operations, neuron "
                 "updates) and the paper convention, but no latency or energy")
 _COLOURS = dict(zip(ENERGY_KINDS, ("#4e79a7", "#f28e2b", "#ffbe7d", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-                                   "#b07aa1", "#ff9da7", "#9c755f")))
+                                   "#b07aa1", "#ff9da7", "#9c755f"), strict=True))
 
 
 def build_report(cost: CostReport, raster: Mapping[str, np.ndarray] | None = None) -> dict:
@@ -130,7 +130,7 @@ def _raster(raster: Mapping[str, np.ndarray]) -> dict:
         window = spikes[:RASTER_STEPS, shown]
         t, row = np.nonzero(window)
         populations.append({"name": name, "neurons": n, "shown": shown.tolist(),
-                            "events": [[int(a), int(b), float(window[a, b])] for a, b in zip(t, row)]})
+                            "events": [[int(a), int(b), float(window[a, b])] for a, b in zip(t, row, strict=True)]})
     return {"steps": min(steps, RASTER_STEPS), "total_steps": steps, "populations": populations}
 
 
@@ -162,7 +162,7 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
                                         f"{_si(step['network_mean'], 's')}, barrier {_si(step['barrier'], 's')})"),
                  ("energy per sample", _si(report["energy_j"], "J")),
                  ("top energy", ", ".join(f"{kind} {share:.0%}" for kind, share in _top_energy(report))),
-                 ("cores", f"{counts['cores']} on {counts['tiles']} tiles of {counts['chips']} chips")]
+                 ("cores", f"{counts['cores']} (tiles {counts['tiles']}, chips {counts['chips']})")]
     else:
         rows.append(("latency, energy", f"n/a: {report['note']}"))
     rows += [("spikes per sample", f"{counts['spikes']:.6g} (inputs {counts['input_spikes']:.6g})"),
@@ -195,7 +195,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 72em; 
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 td, th { border-bottom: 1px solid #ddd; padding: 0.2em 0.8em; text-align: right; }
 td:first-child, th:first-child { text-align: left; }
-.summary td { text-align: left; }
+.summary td, .text td, .text th { text-align: left; }
 .warning { color: #a00; }
 svg text { font: 11px system-ui, sans-serif; }
 """
@@ -228,14 +228,15 @@ def _html(report: dict) -> str:
             ["from (chip, x, y)", "to (chip, x, y)", "kind", "messages", "max per step"],
             [[tuple(link["from"]), tuple(link["to"]), link["kind"], f"{link['messages']:.4g}",
               f"{link['max_per_step']:.4g}"] for link in report["links"]])]
-    parts += ["<h2>Sources</h2>", _table(["number", "source"], list(report["sources"].items())), "</body></html>\n"]
+    parts += ["<h2>Sources</h2>", _table(["number", "source"], list(report["sources"].items()), "text"),
+              "</body></html>\n"]
     return "\n".join(parts)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def _table(header: list[str], rows: list[list], css_class: str = "") -> str:
     head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table class='{css_class}'><tr>{head}</tr>{body}</table>"
 
 
 def _layer_table(report: dict) -> str:
@@ -289,7 +290,7 @@ def _core_heatmap(report: dict) -> str:
     busiest = max(c["busy_time_per_step_s"]["mean"] for c in cores) or 1.0
     load = {c["core"]: c for c in cores}
     chip_w, chip_h = layout["mesh_width"] * tile_w + 20, layout["mesh_height"] * tile_h + 30
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{len(chips) * chip_w + 10}' height='{chip_h + 30}'>"]
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{len(chips) * chip_w + 10}' height='{chip_h}'>"]
     for n, chip in enumerate(chips):
         left = n * chip_w + 5
         out.append(f"<text x='{left}' y='12'>chip {chip}</text>")
@@ -309,9 +310,9 @@ def _core_heatmap(report: dict) -> str:
                     out.append(f"<rect x='{x0 + 2 + (k % columns) * cell}' y='{y0 + 2 + (k // columns) * cell}' "
                                f"width='{cell - 1}' height='{cell - 1}' fill='{fill}' stroke='#999'>"
                                f"<title>{escape(tip)}</title></rect>")
-    out.append(f"<text x='5' y='{chip_h + 20}'>white: idle or unused; darkest: {escape(_si(busiest, 's'))} "
-               "per step (the busiest core); hover a core for its numbers</text></svg>")
-    return "".join(out)
+    out.append("</svg>")
+    return "".join(out) + (f"<p>White: idle or unused; darkest: {escape(_si(busiest, 's'))} per step (the busiest "
+                           "core). Hover over a core for its numbers.</p>")
 
 
 def _raster_chart(raster: dict) -> str:
@@ -359,6 +360,7 @@ def write_report(report: dict, path) -> Path:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private; a report is for reading
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

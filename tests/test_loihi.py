@@ -1,0 +1,167 @@
+"""Loihi: the quantize-loihi mapping, the fixed-point simulator, and its equivalence with Lava.
+
+The equivalence tests run the emitted Lava program in Lava's own bit-accurate simulation
+(Loihi2SimCfg, select_tag="fixed_pt") in the Python 3.10 environment that snnc manages, and require
+the same spikes, u and v at every step as snnc's loihi2 fixed-point simulation.
+"""
+
+import numpy as np
+import pytest
+
+from snnc import ir
+from snnc.backends import compile_graph, lava, lower
+from snnc.backends.artifact import ArtifactWriter
+from snnc.errors import IRError, SnncError
+from snnc.frontend.nir import load_nir
+from snnc.runtime.lava_env import ensure_environment
+from snnc.runtime.lava_run import run_lava
+from snnc.runtime.simulator import simulate
+from snnc.targets import load_target
+
+from graphs import chain, lif, mlp, random_network, spikes
+
+LOIHI2 = load_target("loihi2")
+
+
+@pytest.fixture(scope="session")
+def lava_python():
+    return ensure_environment(log=lambda line: None)
+
+
+def compile_for_loihi(tmp_path, graph, name="model"):
+    source = tmp_path / f"{name}.snnir"
+    ir.save(ir.verify(graph), source)
+    return compile_graph(graph, "loihi2", source, tmp_path / name), ir.verify(ir.load(tmp_path / name / "model.snnir"))
+
+
+def assert_lava_matches(artifact, lowered, x):
+    populations = [n.name for n in lowered if n.op.stateful]
+    ours = simulate(lowered, x, probes=populations)
+    theirs = run_lava(artifact, x, probes=populations, log=lambda line: None)
+    assert set(theirs) == {*lowered.outputs, *(f"{p}:{s}" for p in populations for s in ("u", "v"))}
+    for key, value in theirs.items():
+        np.testing.assert_array_equal(ours[key], value, err_msg=key)
+    assert sum(ours[o].sum() for o in lowered.outputs) > 0, "the outputs never fired: the test would prove little"
+
+
+# -- the mapping
+
+
+def test_quantized_parameters_fit_lavas_formats():
+    lowered, reports = lower(random_network(np.random.default_rng(0)), LOIHI2)
+    formats = LOIHI2.formats
+    for node in lowered:
+        fixed = node.annotations.get("loihi")
+        if isinstance(node.op, ir.Affine):
+            weights = fixed["weights"]
+            assert weights.dtype == np.int32 and (weights % 2 == 0).all() and weights.min() >= -256 and weights.max() <= 254
+            assert formats["weight_exponent_min"] <= fixed["weight_exp"] <= formats["weight_exponent_max"]
+        elif node.op.stateful:
+            assert 1 <= fixed["vth"] < 2 ** formats["threshold_mantissa_bits"]
+            assert 0 <= fixed["du"] < 4096 and 0 <= fixed["dv"] < 4096
+            assert np.abs(fixed["bias_mant"]).max() < 2 ** 12 and 0 <= fixed["bias_exp"].min() <= fixed["bias_exp"].max() <= 7
+    assert set(reports["quantize-loihi"]["populations"]) == {"hidden", "readout"}
+
+
+def test_decays_map_to_lavas_twelve_bit_constants():
+    graph = chain(("in", ir.Input(shape=(2,))), ("fc", ir.Affine(weight=np.eye(2))),
+                  ("n", ir.CubaLIF(i_decay=np.array(0.75), i_gain=np.array(1.0), v_decay=np.array(0.9),
+                                   v_gain=np.array(1.0), bias=np.array(0.0), v_threshold=np.array(1.0),
+                                   v_reset=np.array(0.0))), ("out", ir.Output()))
+    lowered, _ = lower(graph, LOIHI2)
+    fixed = lowered["n"].annotations["loihi"]
+    assert fixed["dv"] == round(4096 * 0.1)  # v decays by (4096 - dv) / 4096
+    assert fixed["du"] == 4095 - 3072  # u decays by (4096 - (du + 1)) / 4096 = 0.75
+
+
+def test_fixed_point_follows_the_float_network():
+    """Quantization changes little: spike counts per neuron agree closely once Lava's one-step-per-layer
+    latency is taken into account."""
+    rng = np.random.default_rng(1)
+    graph = mlp(rng)
+    lowered, _ = lower(graph, LOIHI2)
+    x = spikes(rng, (8, 200, 40), rate=0.3)
+    depth = 3  # three synapse layers, one step each
+    floating = simulate(graph, x)["out"][:, : 200 - depth]
+    fixed = simulate(lowered, x)["out"][:, depth:]
+    assert floating.sum() > 100
+    assert abs(fixed.sum() - floating.sum()) / floating.sum() < 0.05
+    per_neuron = np.corrcoef(fixed.sum(axis=(0, 1)), floating.sum(axis=(0, 1)))[0, 1]
+    assert per_neuron > 0.98 and (fixed == floating).mean() > 0.9
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda g: setattr(g["lif0"].op, "reset", "subtract"), "resets by subtraction"),
+    (lambda g: setattr(g["lif0"].op, "v_reset", np.full(30, 0.2)), "resets to a non-zero value"),
+    (lambda g: setattr(g["lif0"].op, "v_decay", np.linspace(0.5, 0.9, 30)), "v_decay differs between neurons"),
+    (lambda g: setattr(g["fc0"].op, "delay", np.full((30, 40), 64)), "at most 63"),
+])
+def test_what_lava_cannot_hold_is_refused_by_node(change, fragment):
+    graph = mlp(np.random.default_rng(2))
+    change(graph)
+    with pytest.raises(IRError, match=fragment):
+        lower(graph, LOIHI2)
+
+
+def test_loihi_inputs_must_be_spikes():
+    lowered, _ = lower(mlp(np.random.default_rng(3)), LOIHI2)
+    with pytest.raises(SnncError, match="values other than 0 and 1"):
+        simulate(lowered, np.full((1, 5, 40), 0.5))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_loihi_sequence_and_stepwise_runs_agree(seed):
+    rng = np.random.default_rng(seed)
+    lowered, _ = lower(random_network(rng), LOIHI2)
+    x = spikes(rng, (2, 40, lowered["in"].output_shape[0]))
+    probes = [n.name for n in lowered if n.op.stateful]
+    a, b = simulate(lowered, x, probes=probes), simulate(lowered, x, probes=probes, stepwise=True)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+# -- equivalence with Lava
+
+
+def test_dense_mlp_matches_lava(lava_python, tmp_path):
+    rng = np.random.default_rng(4)
+    artifact, lowered = compile_for_loihi(tmp_path, mlp(rng))
+    assert_lava_matches(artifact, lowered, spikes(rng, (2, 60, 40)).astype(np.int64))
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_random_recurrent_networks_with_delays_match_lava(lava_python, tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    artifact, lowered = compile_for_loihi(tmp_path, random_network(rng))
+    assert any(n.annotations["loihi"]["delays"] is not None for n in lowered if isinstance(n.op, ir.Affine))
+    assert_lava_matches(artifact, lowered, spikes(rng, (2, 50, lowered["in"].output_shape[0])).astype(np.int64))
+
+
+@pytest.mark.parametrize("name", ["03_rnn/braille_noDelay_bias_zero.nir", "03_rnn/braille_noDelay_bias_zero_subgraph.nir"])
+def test_braille_recurrent_network_matches_lava(lava_python, nir_paper, tmp_path, name):
+    artifact, lowered = compile_for_loihi(tmp_path, load_nir(nir_paper / name))
+    assert_lava_matches(artifact, lowered, spikes(np.random.default_rng(8), (2, 60, 12), rate=0.2).astype(np.int64))
+
+
+def test_sinabs_cnn_matches_lava(lava_python, nir_paper, tmp_path):
+    artifact, lowered = compile_for_loihi(tmp_path, load_nir(nir_paper / "02_cnn/cnn_sinabs.nir"))
+    assert_lava_matches(artifact, lowered, spikes(np.random.default_rng(9), (1, 25, 2, 34, 34), rate=0.2).astype(np.int64))
+
+
+def test_wrap_and_saturation_match_lava(lava_python, tmp_path):
+    """Integers at the edges of Lava's formats: u wraps past 24 bits and v saturates, exactly as in Lava."""
+    graph = chain(("in", ir.Input(shape=(60,))), ("fc", ir.Affine(weight=np.full((4, 60), 40.0))),
+                  ("n", lif(v_decay=0.99, v_threshold=1.0, shape=(4,))), ("fc2", ir.Affine(weight=np.full((3, 4), 5.0))),
+                  ("m", lif(v_decay=0.99, v_threshold=1.0, bias=0.01, shape=(3,))), ("out", ir.Output()))
+    lowered, _ = lower(graph, LOIHI2)
+    # 60 spikes of 254 << (4 + 6) each sum to 15.6M: past 2**23, so u wraps to a negative value.
+    lowered["fc"].annotations["loihi"].update(weights=np.full((4, 60), 254, np.int32), weight_exp=4)
+    with ArtifactWriter(tmp_path / "edge", "loihi2", tmp_path) as writer:
+        lava.emit(lowered, writer)
+        artifact = writer.commit()
+    x = np.ones((1, 30, 60), np.int64)
+    ours = simulate(lowered, x, probes=["n", "m"])
+    assert ours["n:u"].min() < 0 and ours["n:v"].min() == -(2 ** 23 - 1)
+    theirs = run_lava(artifact, x, probes=["n", "m"], log=lambda line: None)
+    for key in theirs:
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
