@@ -13,6 +13,7 @@ This file is written by snnc and is the same for every network.
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--probe", action="append", default=[], metavar="NAME")
     parser.add_argument("--hw", action="store_true", help="run on Loihi 2 hardware (needs Intel's lava-loihi)")
+    parser.add_argument("--timing", action="store_true", help="print each sample's Lava run time (s) to stdout")
     args = parser.parse_args()
     try:
         from lava.magma.core.run_conditions import RunSteps
@@ -97,7 +99,10 @@ def main():
                 monitor.probe(target=getattr(population, state), num_steps=steps)
                 monitors[f"{name}:{state}"] = (monitor, population, state)
         first = next(iter(processes["input"].values()))
+        started = time.perf_counter()
         first.run(condition=RunSteps(num_steps=steps), run_cfg=run_cfg)
+        if args.timing:
+            print(f"sample {sample} run_seconds {time.perf_counter() - started:.6f}")
         for name, entry in described["outputs"].items():
             data = processes["output"][entry["id"]].data.get()  # (neurons, steps)
             results.setdefault(name, []).append(data.T.reshape(steps, *entry["shape"]))

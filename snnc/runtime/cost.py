@@ -123,7 +123,8 @@ class CostReport:
         return None if self.energy_j is None else float(sum(self.energy_j.values()))
 
     def total(self, kind: str) -> float:
-        """A count summed over layers; spikes are those of neurons, not of inputs."""
+        """A count summed over the neuron layers; Inputs are left out, since their spikes and
+        messages are the host's (``total_hops`` and the report's ``messages`` include them)."""
         return float(sum(layer.counts.get(kind, 0.0) for layer in self.layers if layer.op != "Input"))
 
     def total_hops(self) -> dict[str, float]:

@@ -241,7 +241,9 @@ class Neuron(Kernel):
 
     def sequence(self, x):
         self.reset(x.shape[0])
-        return np.stack([self.step(x[:, t]) for t in range(x.shape[1])], axis=1)
+        # Step along a time-major copy: each step then reads and writes contiguous memory.
+        by_step = np.ascontiguousarray(np.moveaxis(x, 1, 0))
+        return np.moveaxis(np.stack([self.step(x_t) for x_t in by_step]), 0, 1)
 
     def traces(self) -> dict[str, np.ndarray]:
         return {name: np.stack(values, axis=1) for name, values in (self.trace or {}).items()}

@@ -12,9 +12,11 @@ from snnc.errors import SnncError
 from snnc.runtime.lava_env import ensure_environment
 
 
-def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=print) -> dict[str, np.ndarray]:
+def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=print,
+             timings: list | None = None) -> dict[str, np.ndarray]:
     """Run ``artifact``'s ``run_lava.py`` on ``inputs`` (an array, or arrays by input name); return
-    outputs by name and ``NAME:u``/``NAME:v`` for each probe, as the simulator does."""
+    outputs by name and ``NAME:u``/``NAME:v`` for each probe, as the simulator does. A ``timings``
+    list receives each sample's Lava run time in seconds (process start-up and imports excluded)."""
     runner = Path(artifact) / "run_lava.py"
     if not runner.is_file():
         raise SnncError(f"{artifact}: holds no Lava program; compile it for a Loihi target (--target loihi2)")
@@ -30,10 +32,14 @@ def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=pr
         command += ["--steps", str(steps)] if steps else []
         for name in probes:
             command += ["--probe", name]
+        if timings is not None:
+            command.append("--timing")
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines() or ["(no output)"]
             error = next((line for line in lines if line.startswith("run_lava: error:")), lines[-1])
             raise SnncError(f"the Lava program in {artifact} failed: {error.removeprefix('run_lava: error: ')}")
+        if timings is not None:
+            timings += [float(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("sample ")]
         with np.load(out, allow_pickle=False) as saved:
             return {key: saved[key] for key in saved.files}

@@ -29,24 +29,23 @@ def _annotation(node, key="loihi") -> dict:
     return node.annotations[key]
 
 
-def _shift(values: np.ndarray, exponent) -> np.ndarray:
-    """Lava's exponents (of weights and of biases): a left shift, or an arithmetic (flooring) right shift."""
-    exponent = np.asarray(exponent)
-    return np.where(exponent >= 0, np.left_shift(values, np.maximum(exponent, 0)),
-                    np.right_shift(values, np.maximum(-exponent, 0)))
+def _shift(values: np.ndarray, exponent: int) -> np.ndarray:
+    """Lava's weight exponent on integer-valued floats: a left shift, or a right shift that floors."""
+    return values * float(1 << exponent) if exponent >= 0 else np.floor(values * 2.0 ** exponent)
 
 
-def _decay(state: np.ndarray, constant: int) -> np.ndarray:
-    """state * (4096 - constant) / 4096, rounded toward zero as Lava does."""
-    product = state * (DECAY_UNITY - constant)
-    return np.sign(product) * np.right_shift(np.abs(product), DECAY_SHIFT)
+def _decay_factor(constant: int) -> float:
+    """(4096 - constant) / 4096: a 12-bit dyadic fraction, so state * factor is exact in float64."""
+    return (DECAY_UNITY - constant) / DECAY_UNITY
 
 
 class LoihiSynapse(Kernel):
     """Dense or DelayDense: what arrives at step t left the source at step t - 1 - delay.
 
     When the runner already delivers the source's previous step (a recurrent edge), the kernel
-    adds only the delays, so a recurrent loop takes one step, as in Lava.
+    adds only the delays, so a recurrent loop takes one step, as in Lava. The integer sums run as
+    float matrix products, which are exact: float32 when every row's sum of |weights| fits its
+    24-bit mantissa, float64 (53 bits) otherwise.
     """
 
     stateful = True
@@ -58,37 +57,45 @@ class LoihiSynapse(Kernel):
         delays = np.zeros(weights.shape, np.int64) if fixed["delays"] is None else np.asarray(fixed["delays"])
         self.exponent = int(fixed["weight_exp"])
         self.latency = 0 if recurrent_input else 1
-        # float64 holds these integer sums exactly (|sum| < 2**53), and BLAS computes them fast.
-        self.taps = [(int(d) + self.latency, np.where(delays == d, weights, 0).T.astype(np.float64))
+        exact32 = np.abs(weights).sum(axis=1).max(initial=0) < 1 << 24
+        self.compute = np.float32 if exact32 else np.float64
+        self.taps = [(int(d) + self.latency, np.where(delays == d, weights, 0).T.astype(self.compute))
                      for d in np.unique(delays)]
         self.depth = max(d for d, _ in self.taps)
         self.history: list[np.ndarray] = []
 
     def _accumulate(self, spikes: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return _shift(np.rint(spikes @ weights).astype(np.int64), self.exponent)
+        return _shift(spikes @ weights, self.exponent)
 
     def reset(self, batch):
         size = self.op.weight.shape[1]
-        self.history = [np.zeros((batch, size)) for _ in range(self.depth)]
+        self.history = [np.zeros((batch, size), self.compute) for _ in range(self.depth)]
 
     def step(self, x):
-        self.history.insert(0, x.reshape(x.shape[0], -1).astype(np.float64))
+        self.history.insert(0, x.reshape(x.shape[0], -1).astype(self.compute))
         y = sum(self._accumulate(self.history[d], w) for d, w in self.taps)
         self.history = self.history[: self.depth]
-        return y.reshape(x.shape[0], *self.node.output_shape)
+        return np.asarray(y, self.dtype).reshape(x.shape[0], *self.node.output_shape)
 
     def sequence(self, x):
         batch, steps = x.shape[:2]
-        flat = x.reshape(batch, steps, -1).astype(np.float64)
-        y = np.zeros((batch, steps, self.op.weight.shape[0]), np.int64)
+        # One matrix product over every (sample, step) row, then each delay shifts it in time: a
+        # single large product runs far faster than one per shifted slice.
+        rows = x.reshape(batch * steps, -1).astype(self.compute)
+        y = np.zeros((batch, steps, self.op.weight.shape[0]), self.dtype)
         for d, w in self.taps:
             if d < steps:
-                y[:, d:] += self._accumulate(flat[:, : steps - d], w)
+                y[:, d:] += self._accumulate(rows, w).reshape(batch, steps, -1)[:, : steps - d]
         return y.reshape(batch, steps, *self.node.output_shape)
 
 
 class LoihiNeuron(Neuron):
-    """Lava's bit-accurate LIF on the population's integers; probes report u and v."""
+    """Lava's bit-accurate LIF on the population's integers; probes report u and v.
+
+    The integers are held in float64, where every operation below is exact (values stay far below
+    2**53 and the decay factors are 12-bit dyadic fractions); this spares the conversions between
+    the synapses' matrix products and the neurons.
+    """
 
     state_names = ("u", "v")
 
@@ -96,24 +103,40 @@ class LoihiNeuron(Neuron):
         super().__init__(node, dtype)
         fixed = _annotation(node)
         shape = node.output_shape
-        self.du, self.dv = int(fixed["du"]), int(fixed["dv"])
-        self.threshold = np.int64(fixed["vth"]) << ACTIVATION_SHIFT
+        self.u_factor = _decay_factor(int(fixed["du"]) + U_DECAY_OFFSET)
+        self.v_factor = _decay_factor(int(fixed["dv"]) + V_DECAY_OFFSET)
+        self.threshold = float(int(fixed["vth"]) << ACTIVATION_SHIFT)
         mantissa = np.asarray(fixed["bias_mant"], np.int64).reshape(shape)
-        self.bias = _shift(mantissa, np.asarray(fixed["bias_exp"], np.int64).reshape(shape))
+        exponent = np.asarray(fixed["bias_exp"], np.int64).reshape(shape)
+        self.bias = np.where(exponent >= 0, np.left_shift(mantissa, np.maximum(exponent, 0)),
+                             np.right_shift(mantissa, np.maximum(-exponent, 0))).astype(dtype)
+        self.has_bias = bool(self.bias.any())
 
     def update(self, x):
-        # Current: decay, add the activation aligned to the state's MSBs, wrap into 24 bits once.
-        current = _decay(self.state["u"], self.du + U_DECAY_OFFSET) + np.left_shift(x.astype(np.int64), ACTIVATION_SHIFT)
-        wrapped = np.where(current > STATE_LIMIT, current - 2 * STATE_LIMIT, current)
-        self.state["u"] = np.where(wrapped <= -STATE_LIMIT, current + 2 * STATE_LIMIT, wrapped)
-        # Voltage: decay, add current and bias, saturate; fire strictly above the threshold.
-        v = np.clip(_decay(self.state["v"], self.dv + V_DECAY_OFFSET) + self.state["u"] + self.bias,
-                    -STATE_LIMIT + 1, STATE_LIMIT - 1)
+        # Current: decay (rounded toward zero), add the activation aligned to the state's MSBs.
+        current = x * float(1 << ACTIVATION_SHIFT)
+        if self.u_factor:
+            current += np.trunc(self.state["u"] * self.u_factor)
+        # Lava wraps the 24-bit register once: one subtraction or addition of 2**24, never a modulo.
+        if current.max(initial=0) > STATE_LIMIT or current.min(initial=0) <= -STATE_LIMIT:
+            high, low = current > STATE_LIMIT, current <= -STATE_LIMIT
+            current = np.where(high, current - 2 * STATE_LIMIT, np.where(low, current + 2 * STATE_LIMIT, current))
+        self.state["u"] = current
+        # Voltage: decay, add current and bias, saturate; fire strictly above the threshold, reset to 0.
+        v = np.trunc(self.state["v"] * self.v_factor) if self.v_factor != 1 else self.state["v"].copy()
+        v += current
+        if self.has_bias:
+            v += self.bias
+        np.clip(v, -STATE_LIMIT + 1, STATE_LIMIT - 1, out=v)
         fired = v > self.threshold
-        self.state["v"] = np.where(fired, 0, v)
+        v[fired] = 0
+        self.state["v"] = v
         return fired
+
+    def traces(self):
+        return {name: trace.astype(np.int64) for name, trace in super().traces().items()}
 
 
 def check_spikes(name: str, values: np.ndarray) -> None:
-    if not np.isin(values, (0, 1)).all():
+    if values.min(initial=0) < 0 or values.max(initial=0) > 1 or not np.array_equal(values, values.astype(bool)):
         raise SnncError(f"input {name!r} holds values other than 0 and 1; Loihi inputs are spikes")

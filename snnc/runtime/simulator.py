@@ -29,7 +29,7 @@ class Simulator:
         self.stepwise = stepwise
         self.arithmetic = graph.metadata.get("arithmetic", "float")
         if self.arithmetic == "loihi":
-            self.dtype = np.dtype(np.int64)
+            self.dtype = np.dtype(np.float64)  # Lava's integers, held exactly (see snnc/runtime/loihi.py)
             self.kernels = {node.name: self._loihi_kernel(node) for node in graph}
         elif self.arithmetic == "float":
             self.dtype = np.dtype(dtype)

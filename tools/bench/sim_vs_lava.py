@@ -1,0 +1,103 @@
+"""Speed of snnc's loihi2 fixed-point simulator against Lava's own, on identical spikes.
+
+Runs two networks for 1000 steps: a 784-512-512-10 dense LIF network and a 1000-neuron recurrent
+LIF network (100 inputs, 1000 x 1000 recurrent weights). Each is compiled for loihi2; snnc's
+simulator runs a batch of samples, Lava (Loihi2SimCfg, select_tag="fixed_pt", in the Python 3.10
+environment of `snnc env lava`) runs the first few of them one at a time. The script checks that the
+output spikes are identical and prints the time per sample of each and their ratio, as a Markdown
+table for docs/benchmarks.md.
+
+    .venv/bin/python tools/bench/sim_vs_lava.py [--batch 64] [--lava-samples 2] [--steps 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from snnc import ir
+from snnc.backends import compile_graph
+from snnc.runtime.lava_run import run_lava
+from snnc.runtime.simulator import Simulator
+
+
+def lif_population(size: int) -> ir.LIF:
+    return ir.LIF(v_decay=np.array(0.9), v_gain=np.array(1.0), bias=np.array(0.0), v_threshold=np.array(1.0),
+                  v_reset=np.array(0.0))
+
+
+def dense_network(rng) -> ir.Graph:
+    sizes = (784, 512, 512, 10)
+    graph = ir.Graph(dt=1e-3, name="dense-784-512-512-10")
+    graph.add("in", ir.Input(shape=(784,)))
+    previous = "in"
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        graph.add(f"fc{i}", ir.Affine(weight=rng.normal(0, 1.0 / np.sqrt(0.1 * n_in), (n_out, n_in))))
+        graph.add(f"lif{i}", lif_population(n_out))
+        graph.connect(previous, f"fc{i}")
+        graph.connect(f"fc{i}", f"lif{i}")
+        previous = f"lif{i}"
+    graph.add("out", ir.Output())
+    graph.connect(previous, "out")
+    return graph
+
+
+def recurrent_network(rng) -> ir.Graph:
+    graph = ir.Graph(dt=1e-3, name="recurrent-1000")
+    graph.add("in", ir.Input(shape=(100,)))
+    graph.add("fc", ir.Affine(weight=rng.normal(0, 0.6, (1000, 100))))
+    graph.add("lif", lif_population(1000))
+    graph.add("rec", ir.Affine(weight=rng.normal(0, 0.04, (1000, 1000))))
+    graph.add("out", ir.Output())
+    for edge in [("in", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")]:
+        graph.connect(*edge)
+    return graph
+
+
+def measure(graph: ir.Graph, batch: int, lava_samples: int, steps: int, rate: float, scratch: Path, rng) -> dict:
+    source = scratch / f"{graph.name}.snnir"
+    ir.save(ir.verify(graph), source)
+    artifact = compile_graph(graph, "loihi2", source, scratch / graph.name)
+    lowered = ir.verify(ir.load(artifact / "model.snnir"))
+    x = (rng.random((batch, steps, *lowered[lowered.inputs[0]].output_shape)) < rate).astype(np.float64)
+    simulator = Simulator(lowered)
+    simulator.run(x[:1, :10])  # warm-up: imports and first allocations are not simulation
+    started = time.perf_counter()
+    ours = simulator.run(x, count=True)
+    snnc_seconds = (time.perf_counter() - started) / batch
+    timings: list[float] = []
+    theirs = run_lava(artifact, x[:lava_samples].astype(np.int64), timings=timings, log=lambda line: None)
+    lava_seconds = float(np.mean(timings))
+    identical = all(np.array_equal(ours[k][:lava_samples], theirs[k]) for k in theirs)
+    rates = {name: float(p.spikes.mean() / batch) for name, p in simulator.activity.populations.items()}
+    return {"network": graph.name, "steps": steps, "batch": batch, "lava_samples": lava_samples,
+            "snnc_s_per_sample": snnc_seconds, "lava_s_per_sample": lava_seconds,
+            "speedup": lava_seconds / snnc_seconds, "identical": identical, "rates": rates}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lava-samples", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=0.05, help="input spike probability per step")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for build in (dense_network, recurrent_network):
+            rows.append(measure(build(rng), args.batch, args.lava_samples, args.steps, args.rate, Path(scratch), rng))
+    print("| network | steps | snnc ms/sample (batch) | Lava ms/sample | speed-up | identical spikes | firing rates |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        rates = ", ".join(f"{k} {v:.3f}" for k, v in r["rates"].items())
+        print(f"| {r['network']} | {r['steps']} | {1000 * r['snnc_s_per_sample']:.1f} ({r['batch']}) | "
+              f"{1000 * r['lava_s_per_sample']:.0f} | {r['speedup']:.0f}x | {'yes' if r['identical'] else 'NO'} | {rates} |")
+
+
+if __name__ == "__main__":
+    main()
