@@ -7,9 +7,7 @@ unexpected failure with one line and exit code 1. ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import numpy as np
 
 import snnc
 from snnc.errors import SnncError
+from snnc.files import atomic_write
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -34,19 +33,6 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help="time step in seconds for formats that store none (NIR; default 1e-4)")
     parser.add_argument("--reset", choices=("value", "subtract"), default=None,
                         help="reset mode of neurons for formats that store none (NIR; default value)")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, so a failure leaves no partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".snnc-", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _load_input(path: Path):
@@ -69,7 +55,7 @@ def cmd_inspect(args) -> int:
     graph = load_model(args.model, dt=args.dt, reset=args.reset)
     text = FORMATS[args.format](graph)
     if args.output:
-        _atomic_write(Path(args.output), lambda p: p.write_text(text))
+        atomic_write(Path(args.output), lambda p: p.write_text(text))
     else:
         sys.stdout.write(text)
     return 0
@@ -107,16 +93,55 @@ def cmd_run(args) -> int:
             raise SnncError(f"--backend lava runs a compiled artifact; compile {args.model} with --target loihi2 first")
         results = run_lava(Path(args.model), inputs, probes=args.probe, log=lambda line: print(line, file=sys.stderr))
     else:
-        results = simulator.run(inputs, probes=args.probe)
+        results = simulator.run(inputs, probes=args.probe, count=True)
     elapsed = time.perf_counter() - started
-    _atomic_write(Path(args.output), lambda p: np.savez(p, **results))
+    if args.report and Path(args.report).suffix not in (".json", ".html"):
+        raise SnncError(f"--report {args.report}: a report is written as .json or .html")
+    report, why_not = _cost_report(graph, simulator, inputs, args)
+    atomic_write(Path(args.output), lambda p: np.savez(p, **results))
     first = next(iter(results.values()))
-    print(f"ran {args.model}: batch={first.shape[0]} steps={first.shape[1]} in {elapsed:.3f} s -> {args.output}")
+    print(f"ran {args.model} ({args.backend}): batch={first.shape[0]} steps={first.shape[1]} in {elapsed:.3f} s -> {args.output}")
     width = max(len(k) for k in results)
     print(f"  {'array'.ljust(width)}  {'shape'.ljust(20)}  {'sum'.ljust(12)}  mean")
     for key, value in results.items():
         print(f"  {key.ljust(width)}  {str(value.shape).ljust(20)}  {value.sum():<12.6g}  {value.mean():.6g}")
+    if report is None:
+        print(f"  (no cost summary: {why_not})")
+        return 0
+    from snnc.runtime.report import summary_table, write_report
+
+    print(summary_table(report))
+    if args.report:
+        write_report(report, args.report)
+        print(f"report -> {args.report}")
     return 0
+
+
+def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
+    """The cost report of this run on the graph's target, from the simulator's counts (also for
+    --backend lava: the simulator is bit-exact with Lava, so its counts are Lava's).
+
+    The cost model reads populations and synapse matrices, so a graph not yet in that form is fused
+    first; a graph that cannot be (MaxPool, Threshold) has no report, which is an error only when
+    --report asked for one."""
+    from snnc.errors import IRError
+    from snnc.passes import PassManager
+    from snnc.passes.fuse import FuseSynapses, is_population_form
+    from snnc.runtime.cost import cost_model
+    from snnc.runtime.report import build_report
+    from snnc.targets import load_target
+
+    if simulator.activity is None:
+        simulator.run(inputs, count=True)
+    try:
+        populations = graph if is_population_form(graph) else PassManager([FuseSynapses()]).run(graph)
+    except IRError as e:
+        if args.report:
+            raise SnncError(f"--report {args.report}: cannot count costs: {e}") from None
+        return None, str(e)
+    cost = cost_model(populations, load_target(graph.metadata.get("target", "sim")), simulator.activity)
+    raster = {name: p.spikes for name, p in simulator.activity.populations.items()}
+    return build_report(cost, raster=raster), ""
 
 
 def cmd_export(args) -> int:
@@ -127,7 +152,7 @@ def cmd_export(args) -> int:
     out = Path(args.output)
     if out.suffix != ".nir":
         raise SnncError(f"-o {out}: NIR files end in .nir")
-    _atomic_write(out, lambda p: write_nir(graph, p))
+    atomic_write(out, lambda p: write_nir(graph, p))
     print(f"exported {args.model} -> {out}")
     return 0
 
@@ -176,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also record NODE (repeatable): NODE:spikes, NODE:v, NODE:i for neurons, NODE:output otherwise")
     run.add_argument("--precision", choices=("float64", "float32"), default="float64",
                      help="precision of float simulation (fixed-point targets run their own integers)")
+    run.add_argument("--report", metavar="FILE",
+                     help="write the latency and energy report: FILE.json, or FILE.html with plots")
     run.add_argument("--backend", choices=("sim", "lava"), default="sim",
                      help="sim: snnc's simulator in the artifact's arithmetic (default); lava: the emitted Lava "
                           "program in the Lava environment (Loihi targets)")

@@ -11,7 +11,7 @@ import pytest
 from snnc import __version__, ir
 from snnc.runtime.simulator import simulate
 
-from graphs import recurrent_mlp, spikes
+from graphs import mlp, recurrent_mlp, spikes
 
 
 def snnc(*args, cwd=None):
@@ -122,8 +122,43 @@ def test_changed_artifact_is_refused(model, inputs, tmp_path):
                            "model.snnir", "changed since compile")
 
 
+def test_loihi_compile_refuses_what_lava_cannot_run(model, tmp_path):
+    _assert_one_line_error(snnc("compile", model, "--target", "loihi2", "-o", tmp_path / "art"),
+                           "node 'hidden'", "resets by subtraction")
+    assert not (tmp_path / "art").exists()
+
+
 def test_compile_refuses_to_overwrite_a_non_artifact(model, tmp_path):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("do not delete")
     _assert_one_line_error(snnc("compile", model, "-o", tmp_path / "precious"), "not an snnc artifact")
     assert (tmp_path / "precious" / "thesis.tex").exists()
+
+
+def test_run_writes_cost_reports_for_a_loihi_artifact(inputs, tmp_path):
+    model = tmp_path / "mlp.snnir"
+    ir.save(ir.verify(mlp(np.random.default_rng(5), sizes=(5, 12, 3))), model)
+    assert snnc("compile", model, "--target", "loihi2", "-o", tmp_path / "art").returncode == 0
+    result = snnc("run", tmp_path / "art", "--input", inputs, "-o", tmp_path / "y.npz", "--report", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert "latency per sample" in result.stdout and "energy per sample" in result.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["target"] == "loihi2" and report["timesteps"] == 40 and report["batch"] == 2
+    assert report["latency_s"] > 0 and report["energy_j"] > 0 and report["counts"]["spikes"] > 0
+    assert {layer["name"] for layer in report["per_layer"]} >= {"lif0", "lif1"}
+    html = snnc("run", tmp_path / "art", "--input", inputs, "-o", tmp_path / "y.npz", "--report", tmp_path / "r.html")
+    assert html.returncode == 0 and "<svg" in (tmp_path / "r.html").read_text()
+
+
+def test_float_run_reports_counts_without_hardware_numbers(model, inputs, tmp_path):
+    result = snnc("run", model, "--input", inputs, "-o", tmp_path / "y.npz", "--report", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["target"] == "sim" and report["latency_s"] is None and report["counts"]["synaptic_ops"] > 0
+    assert report["paper_convention"]["snn_energy_j"] > 0
+
+
+def test_report_needs_a_known_format(model, inputs, tmp_path):
+    _assert_one_line_error(snnc("run", model, "--input", inputs, "-o", tmp_path / "y.npz", "--report", tmp_path / "r.pdf"),
+                           "--report", ".json or .html")
+    assert not (tmp_path / "y.npz").exists()

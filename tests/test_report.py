@@ -129,7 +129,7 @@ def test_reports_are_written_atomically(report, tmp_path, monkeypatch):
     def fail(source, destination):
         raise OSError("disk full")
 
-    monkeypatch.setattr("snnc.runtime.report.os.replace", fail)
+    monkeypatch.setattr("snnc.files.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         write_report(dict(report, target="other"), path)
     assert path.read_text() == written  # the earlier report is intact

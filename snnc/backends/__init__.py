@@ -50,6 +50,7 @@ def compile_graph(graph: Graph, target_name: str, source: Path, destination: Pat
     """Lower ``graph`` for the target and write the artifact directory ``destination``."""
     target = load_target(target_name)
     lowered, reports = lower(graph, target)
+    lowered.metadata = {**lowered.metadata, "target": target.name}
     with ArtifactWriter(destination, target.name, source) as writer:
         sim.emit(lowered, writer)
         writer.path("passes.json").write_text(json.dumps(reports, indent=2, default=_plain) + "\n")

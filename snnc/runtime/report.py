@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from html import escape
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from snnc.errors import SnncError
+from snnc.files import atomic_write
 from snnc.runtime.cost import ENERGY_KINDS, PAPER_CONVENTION, CostReport
 
 #: Most loaded links listed in a report.
@@ -355,14 +354,4 @@ def write_report(report: dict, path) -> Path:
     if render is None:
         raise SnncError(f"{path}: a report is written as .json or .html, not {path.suffix or 'a file without suffix'}")
     text = render(report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".snnc-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; a report is for reading
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
+    return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
