@@ -150,24 +150,26 @@ class Simulator:
         return total
 
     def _run_steps(self, component: list[str], values: dict, batch: int, length: int) -> None:
+        """Run a cycle step by step. Buffers are time-major while it runs, so that every step reads
+        and writes contiguous memory; the loop is the simulator's hottest code."""
         graph = self.graph
-        for name in component:
-            values[name] = np.zeros((batch, length, *graph[name].output_shape), self.dtype)
+        buffers = {name: np.zeros((length, batch, *graph[name].output_shape), self.dtype) for name in component}
+        for source in {p for name in component for p in graph.predecessors(name)} - set(component):
+            buffers[source] = np.ascontiguousarray(np.moveaxis(values[source], 1, 0))
         recurrent = graph.recurrent_edges
-        plans = [(name, self.kernels[name], [(s, (s, name) in recurrent) for s in graph.predecessors(name)])
-                 for name in component]
+        plans = [(buffers[name], self.kernels[name], np.zeros((batch, *graph[name].input_shape), self.dtype),
+                  [(buffers[s], (s, name) in recurrent) for s in graph.predecessors(name)]) for name in component]
         for t in range(length):
-            for name, kernel, sources in plans:
-                x = 0
-                for source, previous_step in sources:
-                    if previous_step:
-                        if t > 0:
-                            x = x + values[source][:, t - 1]
-                    else:
-                        x = x + values[source][:, t]
-                if np.isscalar(x):
-                    x = np.zeros((batch, *graph[name].input_shape), self.dtype)
-                values[name][:, t] = kernel.step(x)
+            for output, kernel, silence, sources in plans:
+                x = None
+                for buffer, previous_step in sources:
+                    if previous_step and t == 0:
+                        continue
+                    part = buffer[t - 1] if previous_step else buffer[t]
+                    x = part if x is None else x + part
+                output[t] = kernel.step(silence if x is None else x)
+        for name in component:
+            values[name] = np.moveaxis(buffers[name], 0, 1)
 
 
 def simulate(graph: Graph, inputs, steps: int | None = None, probes: Iterable[str] = (), dtype=np.float64,
