@@ -124,6 +124,7 @@ def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
     The cost model reads populations and synapse matrices, so a graph not yet in that form is fused
     first; a graph that cannot be (MaxPool, Threshold) has no report, which is an error only when
     --report asked for one."""
+    from snnc.backends import TARGET_FILE
     from snnc.errors import IRError
     from snnc.passes import PassManager
     from snnc.passes.fuse import FuseSynapses, is_population_form
@@ -139,7 +140,9 @@ def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
         if args.report:
             raise SnncError(f"--report {args.report}: cannot count costs: {e}") from None
         return None, str(e)
-    cost = cost_model(populations, load_target(graph.metadata.get("target", "sim")), simulator.activity)
+    compiled_for = Path(args.model) / TARGET_FILE
+    target = load_target(str(compiled_for) if compiled_for.is_file() else graph.metadata.get("target", "sim"))
+    cost = cost_model(populations, target, simulator.activity)
     raster = {name: p.spikes for name, p in simulator.activity.populations.items()}
     return build_report(cost, raster=raster), ""
 

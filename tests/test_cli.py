@@ -38,7 +38,7 @@ def test_compile_writes_an_artifact_with_a_manifest(model, tmp_path):
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert manifest["snnc_version"] == __version__ and manifest["target"] == "sim"
     assert manifest["source"] == {"name": "mlp.snnir", "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
-    assert set(manifest["files"]) == {"model.snnir", "ir.txt", "passes.json"}
+    assert set(manifest["files"]) == {"model.snnir", "ir.txt", "passes.json", "target.toml"}
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((tmp_path / "art" / name).read_bytes()).hexdigest() == digest
 

@@ -8,6 +8,7 @@ runs, and the passes' reports (``passes.json``).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ def pipeline(target: Target) -> list[Pass]:
         return [FuseSynapses(), QuantizeLoihi(target)]
     return []
 
+
+TARGET_FILE = "target.toml"
 
 #: The emitters of each arithmetic, after the lowered IR itself.
 EMITTERS = {"float": [], "loihi": [lava.emit], "spinnaker": []}
@@ -53,6 +56,8 @@ def compile_graph(graph: Graph, target_name: str, source: Path, destination: Pat
     lowered.metadata = {**lowered.metadata, "target": target.name}
     with ArtifactWriter(destination, target.name, source) as writer:
         sim.emit(lowered, writer)
+        # The target travels with the artifact, so reports use the description it was compiled for.
+        shutil.copyfile(target.path, writer.path(TARGET_FILE))
         writer.path("passes.json").write_text(json.dumps(reports, indent=2, default=_plain) + "\n")
         for emit in EMITTERS[target.arithmetic]:
             emit(lowered, writer)
