@@ -15,7 +15,7 @@ from snnc.errors import IRError, SnncError
 from snnc.frontend.nir import load_nir
 from snnc.runtime.lava_env import ensure_environment
 from snnc.runtime.lava_run import run_lava
-from snnc.runtime.simulator import simulate
+from snnc.runtime.simulator import Simulator, simulate
 from snnc.targets import load_target
 
 from graphs import chain, lif, mlp, random_network, spikes
@@ -165,3 +165,39 @@ def test_wrap_and_saturation_match_lava(lava_python, tmp_path):
     theirs = run_lava(artifact, x, probes=["n", "m"], log=lambda line: None)
     for key in theirs:
         np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+
+
+def test_loihi_runs_in_blocks_of_steps_give_the_same_result(monkeypatch):
+    rng = np.random.default_rng(12)
+    lowered, _ = lower(random_network(rng), LOIHI2)
+    x = spikes(rng, (2, 37, lowered["in"].output_shape[0]))
+    probes = [n.name for n in lowered if n.op.stateful]
+    whole = simulate(lowered, x, probes=probes)
+    monkeypatch.setattr(Simulator, "block_length", lambda self, batch, length: 4)
+    blocks = simulate(lowered, x, probes=probes)
+    for key in whole:
+        np.testing.assert_array_equal(whole[key], blocks[key], err_msg=key)
+
+
+def test_hardware_run_needs_intels_extension(lava_python, tmp_path):
+    import subprocess
+
+    artifact, lowered = compile_for_loihi(tmp_path, mlp(np.random.default_rng(13), sizes=(4, 3)))
+    np.save(tmp_path / "x.npy", np.ones((1, 5, 4), np.int64))
+    result = subprocess.run([str(lava_python), str(artifact / "run_lava.py"), "--input", str(tmp_path / "x.npy"),
+                             "--out", str(tmp_path / "y.npz"), "--hw"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "lava-loihi" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "y.npz").exists()
+
+
+def test_a_hung_lava_program_is_stopped():
+    import sys
+    import time
+
+    from snnc.runtime.lava_run import _run_isolated
+
+    started = time.perf_counter()
+    with pytest.raises(SnncError, match="did not finish within 1 s"):
+        _run_isolated([sys.executable, "-c", "import subprocess, sys, time; "
+                       "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"], 1.0)
+    assert time.perf_counter() - started < 10

@@ -5,7 +5,7 @@ import pytest
 
 from snnc import ir
 from snnc.errors import SnncError
-from snnc.runtime.simulator import simulate
+from snnc.runtime.simulator import Simulator, simulate
 
 from graphs import chain, conv_net, lif, recurrent_mlp, spikes
 
@@ -224,3 +224,24 @@ def test_bad_inputs_are_reported(inputs, message):
 def test_unknown_probe_is_reported():
     with pytest.raises(SnncError, match="--probe 'ghost'"):
         simulate(recurrent_mlp(np.random.default_rng(9)), np.zeros((1, 3, 5)), probes=["ghost"])
+
+
+@pytest.mark.parametrize("block", [1, 3, 7])
+@pytest.mark.parametrize("build", [recurrent_mlp, conv_net])
+def test_running_in_blocks_of_steps_gives_the_same_result(monkeypatch, block, build):
+    """Kernels carry state and delay lines across blocks, so the block length changes nothing but
+    the order of float sums inside matrix products (the Loihi test checks exact equality)."""
+    rng = np.random.default_rng(11)
+    graph = build(rng)
+    graph.add("late", ir.Delay(delay=np.full(ir.verify(graph)[graph.outputs[0]].input_shape, 5)))
+    source = graph.predecessors(graph.outputs[0])[0]
+    graph.disconnect(source, graph.outputs[0])
+    graph.connect(source, "late")
+    graph.connect("late", graph.outputs[0])
+    x = spikes(rng, (2, 23, *ir.verify(graph)[graph.inputs[0]].output_shape))
+    probes = [n.name for n in graph if isinstance(n.op, ir.NEURONS)]
+    whole = simulate(graph, x, probes=probes)
+    monkeypatch.setattr(Simulator, "block_length", lambda self, batch, length: block)
+    blocks = simulate(graph, x, probes=probes)
+    for key in whole:
+        np.testing.assert_allclose(whole[key], blocks[key], rtol=1e-12, atol=1e-12, err_msg=key)

@@ -19,6 +19,7 @@ from snnc.ir import Graph
 from snnc.passes import Pass, PassManager
 from snnc.passes.fuse import FuseSynapses
 from snnc.passes.loihi import QuantizeLoihi
+from snnc.passes.spinnaker import QuantizeSpiNNaker
 from snnc.targets import Target, load_target
 
 
@@ -26,6 +27,8 @@ def pipeline(target: Target) -> list[Pass]:
     """The passes that lower a graph for ``target``."""
     if target.arithmetic == "loihi":
         return [FuseSynapses(), QuantizeLoihi(target)]
+    if target.arithmetic == "spinnaker":
+        return [FuseSynapses(), QuantizeSpiNNaker(target)]
     return []
 
 

@@ -63,9 +63,9 @@ def main():
     except ImportError as e:
         fail(f"Lava is not importable here ({e}); run with the Python that `snnc env lava` prints")
     if args.hw:
-        try:
-            import lava.magma.core.model.nc  # noqa: F401  (the package Intel's extension provides)
-        except ImportError:
+        from lava.utils import loihi
+
+        if not loihi.is_installed():
             fail("--hw runs on Loihi 2 through Intel's Lava extension for Loihi (lava-loihi), which is not "
                  "installed; without --hw the program runs in Lava's bit-accurate simulation")
     sys.path.insert(0, str(HERE))

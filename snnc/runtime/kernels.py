@@ -115,51 +115,77 @@ class Pool(Kernel):
         return y / np.prod(op.kernel_size) if isinstance(op, ops.AvgPool2d) else y
 
 
-class Affine(Kernel):
-    """Dense synapses, y = x W^T + b; per-synapse delays split W by delay and read the input's past."""
+class DelayLine:
+    """The last ``depth`` steps of a kernel's input, carried from one block of steps to the next."""
 
-    def __init__(self, node, dtype):
+    def __init__(self, depth: int):
+        self.depth = depth
+        self.past: np.ndarray | None = None
+
+    def reset(self, batch: int, shape, dtype) -> None:
+        self.past = np.zeros((batch, self.depth, *shape), dtype)
+
+    def extend(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (batch, steps, ...) preceded by the ``depth`` steps before it; remembers the last ones."""
+        if not self.depth:
+            return x
+        extended = np.concatenate([self.past, x], axis=1)
+        self.past = extended[:, extended.shape[1] - self.depth:].copy()
+        return extended
+
+
+class TappedSynapse(Kernel):
+    """Synapses whose inputs arrive after per-synapse delays: the weight matrix split by delay into
+    taps, each reading the input ``shift`` steps back through a delay line. Subclasses say how a
+    block of input rows meets a tap's matrix (``product``) and how the sum becomes the output
+    (``finish``)."""
+
+    stateful = True
+
+    def __init__(self, node, dtype, weights: np.ndarray, delays: np.ndarray | None, latency: int = 0):
         super().__init__(node, dtype)
-        op = self.op
-        delays = np.zeros(op.weight.shape, dtype=np.int64) if op.delay is None else op.delay
-        weight = op.weight.astype(dtype)
-        #: (delay, W^T restricted to the synapses of that delay), for each delay in use.
-        self.taps = [(int(d), np.where(delays == d, weight, 0).T) for d in np.unique(delays)]
-        self.bias = None if op.bias is None else op.bias.astype(dtype)
-        self.stateful = self.taps[-1][0] > 0
-        self.history: list[np.ndarray] = []
+        delays = np.zeros(weights.shape, np.int64) if delays is None else delays
+        #: (steps back, W^T restricted to the synapses of that delay), for each delay in use.
+        self.taps = [(int(d) + latency, np.where(delays == d, weights, 0).T) for d in np.unique(delays)]
+        self.line = DelayLine(max(shift for shift, _ in self.taps))
 
     def reset(self, batch):
-        depth = self.taps[-1][0]
-        self.history = [np.zeros((batch, self.op.weight.shape[1]), self.dtype) for _ in range(depth)]
+        self.line.reset(batch, (self.op.weight.shape[1],), self.taps[0][1].dtype)
 
-    def _finish(self, y):
-        """Add the bias and give the output its shape."""
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*y.shape[:-1], *self.node.output_shape)
+    def product(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
-    def apply(self, x):
-        return self._finish(x.reshape(x.shape[0], -1) @ self.taps[0][1])
-
-    def step(self, x):
-        if not self.stateful:
-            return self.apply(x)
-        self.history.insert(0, x.reshape(x.shape[0], -1))
-        past = self.history
-        y = sum(past[d] @ w for d, w in self.taps)
-        self.history = past[: self.taps[-1][0]]
-        return self._finish(y)
+    def finish(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def sequence(self, x):
-        if not self.stateful:
-            return super().sequence(x)
-        x = x.reshape(*x.shape[:2], -1)
-        y = np.zeros((*x.shape[:2], self.op.weight.shape[0]), dtype=self.dtype)
-        for d, w in self.taps:
-            if d < x.shape[1]:
-                y[:, d:] += x[:, : x.shape[1] - d] @ w
-        return self._finish(y)
+        batch, steps = x.shape[:2]
+        extended = self.line.extend(x.reshape(batch, steps, -1).astype(self.taps[0][1].dtype, copy=False))
+        depth, rows = self.line.depth, extended.reshape(-1, extended.shape[-1])
+        # One matrix product over every (sample, step) row per tap, then a slice picks the steps each
+        # tap reads: one large product runs far faster than one per shifted slice.
+        y = None
+        for shift, weights in self.taps:
+            part = self.product(rows, weights).reshape(batch, depth + steps, -1)[:, depth - shift: depth - shift + steps]
+            y = part if y is None else y + part
+        return self.finish(y).reshape(batch, steps, *self.node.output_shape)
+
+    def step(self, x):
+        return self.sequence(x[:, None])[:, 0]
+
+
+class Affine(TappedSynapse):
+    """Dense synapses, y = x W^T + b, with per-synapse delays."""
+
+    def __init__(self, node, dtype):
+        super().__init__(node, dtype, node.op.weight.astype(dtype), node.op.delay)
+        self.bias = None if node.op.bias is None else node.op.bias.astype(dtype)
+
+    def product(self, rows, weights):
+        return rows @ weights
+
+    def finish(self, y):
+        return y if self.bias is None else y + self.bias
 
 
 class Delay(Kernel):
@@ -170,30 +196,22 @@ class Delay(Kernel):
     def __init__(self, node, dtype):
         super().__init__(node, dtype)
         self.delay = np.broadcast_to(self.op.delay, node.output_shape)
-        self.depth = int(self.delay.max(initial=0))
-        self.buffer = None
-        self.position = 0
+        self.line = DelayLine(int(self.delay.max(initial=0)))
 
     def reset(self, batch):
-        self.buffer = np.zeros((self.depth + 1, batch, *self.node.output_shape), dtype=self.dtype)
-        self.position = 0
-
-    def step(self, x):
-        # A ring of depth+1 slots: slot (position - d) holds the input of d steps ago.
-        self.buffer[self.position] = x
-        slots = (self.position - self.delay) % (self.depth + 1)
-        y = np.take_along_axis(self.buffer, slots[None, None], axis=0)[0]
-        self.position = (self.position + 1) % (self.depth + 1)
-        return y
+        self.line.reset(batch, self.node.output_shape, self.dtype)
 
     def sequence(self, x):
-        y = np.zeros_like(x)
-        steps = x.shape[1]
+        steps, depth = x.shape[1], self.line.depth
+        extended = self.line.extend(x)
+        y = np.empty_like(x)
         for d in np.unique(self.delay):
             mask = self.delay == d
-            if d < steps:
-                y[:, d:, mask] = x[:, : steps - d, mask]
+            y[:, :, mask] = extended[:, depth - d: depth - d + steps][:, :, mask]
         return y
+
+    def step(self, x):
+        return self.sequence(x[:, None])[:, 0]
 
 
 class Neuron(Kernel):
@@ -240,7 +258,6 @@ class Neuron(Kernel):
         return self.state["v"] if fired is None else fired.astype(self.dtype)
 
     def sequence(self, x):
-        self.reset(x.shape[0])
         # Step along a time-major copy: each step then reads and writes contiguous memory.
         by_step = np.ascontiguousarray(np.moveaxis(x, 1, 0))
         return np.moveaxis(np.stack([self.step(x_t) for x_t in by_step]), 0, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -12,8 +14,22 @@ from snnc.errors import SnncError
 from snnc.runtime.lava_env import ensure_environment
 
 
+def _run_isolated(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run in a process group of its own: when a Lava model fails, Lava's worker processes can hang
+    (and so can its stop()), so on a time-out the whole group is killed."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise SnncError(f"the Lava program did not finish within {timeout:.0f} s and was stopped") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=print,
-             timings: list | None = None) -> dict[str, np.ndarray]:
+             timings: list | None = None, timeout: float = 3600.0) -> dict[str, np.ndarray]:
     """Run ``artifact``'s ``run_lava.py`` on ``inputs`` (an array, or arrays by input name); return
     outputs by name and ``NAME:u``/``NAME:v`` for each probe, as the simulator does. A ``timings``
     list receives each sample's Lava run time in seconds (process start-up and imports excluded)."""
@@ -34,7 +50,7 @@ def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=pr
             command += ["--probe", name]
         if timings is not None:
             command.append("--timing")
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = _run_isolated(command, timeout)
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines() or ["(no output)"]
             error = next((line for line in lines if line.startswith("run_lava: error:")), lines[-1])

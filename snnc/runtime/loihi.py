@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from snnc.errors import SnncError
-from snnc.runtime.kernels import Kernel, Neuron
+from snnc.runtime.kernels import Neuron, TappedSynapse
 
 STATE_LIMIT = 1 << 23
 DECAY_SHIFT = 12
@@ -39,7 +39,7 @@ def _decay_factor(constant: int) -> float:
     return (DECAY_UNITY - constant) / DECAY_UNITY
 
 
-class LoihiSynapse(Kernel):
+class LoihiSynapse(TappedSynapse):
     """Dense or DelayDense: what arrives at step t left the source at step t - 1 - delay.
 
     When the runner already delivers the source's previous step (a recurrent edge), the kernel
@@ -48,45 +48,20 @@ class LoihiSynapse(Kernel):
     24-bit mantissa, float64 (53 bits) otherwise.
     """
 
-    stateful = True
-
     def __init__(self, node, dtype, recurrent_input: bool):
-        super().__init__(node, dtype)
         fixed = _annotation(node)
         weights = np.asarray(fixed["weights"], dtype=np.int64)
-        delays = np.zeros(weights.shape, np.int64) if fixed["delays"] is None else np.asarray(fixed["delays"])
-        self.exponent = int(fixed["weight_exp"])
-        self.latency = 0 if recurrent_input else 1
         exact32 = np.abs(weights).sum(axis=1).max(initial=0) < 1 << 24
-        self.compute = np.float32 if exact32 else np.float64
-        self.taps = [(int(d) + self.latency, np.where(delays == d, weights, 0).T.astype(self.compute))
-                     for d in np.unique(delays)]
-        self.depth = max(d for d, _ in self.taps)
-        self.history: list[np.ndarray] = []
+        delays = None if fixed["delays"] is None else np.asarray(fixed["delays"], np.int64)
+        super().__init__(node, dtype, weights.astype(np.float32 if exact32 else np.float64), delays,
+                         latency=0 if recurrent_input else 1)
+        self.exponent = int(fixed["weight_exp"])
 
-    def _accumulate(self, spikes: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return _shift(spikes @ weights, self.exponent)
+    def product(self, rows, weights):
+        return _shift(rows @ weights, self.exponent)
 
-    def reset(self, batch):
-        size = self.op.weight.shape[1]
-        self.history = [np.zeros((batch, size), self.compute) for _ in range(self.depth)]
-
-    def step(self, x):
-        self.history.insert(0, x.reshape(x.shape[0], -1).astype(self.compute))
-        y = sum(self._accumulate(self.history[d], w) for d, w in self.taps)
-        self.history = self.history[: self.depth]
-        return np.asarray(y, self.dtype).reshape(x.shape[0], *self.node.output_shape)
-
-    def sequence(self, x):
-        batch, steps = x.shape[:2]
-        # One matrix product over every (sample, step) row, then each delay shifts it in time: a
-        # single large product runs far faster than one per shifted slice.
-        rows = x.reshape(batch * steps, -1).astype(self.compute)
-        y = np.zeros((batch, steps, self.op.weight.shape[0]), self.dtype)
-        for d, w in self.taps:
-            if d < steps:
-                y[:, d:] += self._accumulate(rows, w).reshape(batch, steps, -1)[:, : steps - d]
-        return y.reshape(batch, steps, *self.node.output_shape)
+    def finish(self, y):
+        return y.astype(self.dtype, copy=False)
 
 
 class LoihiNeuron(Neuron):

@@ -31,6 +31,9 @@ class Simulator:
         if self.arithmetic == "loihi":
             self.dtype = np.dtype(np.float64)  # Lava's integers, held exactly (see snnc/runtime/loihi.py)
             self.kernels = {node.name: self._loihi_kernel(node) for node in graph}
+        elif self.arithmetic == "spinnaker":
+            self.dtype = np.dtype(np.int64)  # raw s16.15 values and bit operations (see snnc/runtime/spinnaker.py)
+            self.kernels = {node.name: self._spinnaker_kernel(node) for node in graph}
         elif self.arithmetic == "float":
             self.dtype = np.dtype(dtype)
             self.kernels = {node.name: make_kernel(node, self.dtype) for node in graph}
@@ -52,6 +55,19 @@ class Simulator:
             return make_kernel(node, self.dtype)
         raise SnncError(f"node {node.name!r}: {node.op.kind} has no Loihi fixed-point kernel; compile for a Loihi target")
 
+    def _spinnaker_kernel(self, node):
+        from snnc.runtime import spinnaker
+
+        graph = self.graph
+        if isinstance(node.op, Affine):
+            recurrent = any((p, node.name) in graph.recurrent_edges for p in graph.predecessors(node.name))
+            return spinnaker.SpiNNakerSynapse(node, self.dtype, recurrent_input=recurrent)
+        if isinstance(node.op, NEURONS):
+            return spinnaker.SpiNNakerNeuron(node, self.dtype)
+        if isinstance(node.op, (Input, Output)):
+            return make_kernel(node, self.dtype)
+        raise SnncError(f"node {node.name!r}: {node.op.kind} has no SpiNNaker fixed-point kernel; compile for the spinnaker target")
+
     def check_inputs(self, inputs, steps: int | None = None) -> dict[str, np.ndarray]:
         """Inputs by node name, checked against the graph, cast, and padded or cut to ``steps``."""
         graph = self.graph
@@ -72,6 +88,10 @@ class Simulator:
             lengths.add(array.shape[:2])
             if self.arithmetic == "loihi":
                 from snnc.runtime.loihi import check_spikes
+
+                check_spikes(name, array)
+            elif self.arithmetic == "spinnaker":
+                from snnc.runtime.spinnaker import check_spikes
 
                 check_spikes(name, array)
             checked[name] = array.astype(self.dtype, copy=False)
@@ -105,26 +125,16 @@ class Simulator:
                 kernel.record(name in probes, count)
             kernel.reset(batch)
 
-        keep = set(graph.outputs) | set(probes)
-        remaining_reads = {name: len(graph.successors(name)) for name in graph.nodes}
-        values: dict[str, np.ndarray] = {}
-
-        def consume(source: str) -> None:
-            remaining_reads[source] -= 1
-            if remaining_reads[source] == 0 and source not in keep:
-                del values[source]
-
-        for component in self.components:
-            name = component[0]
-            if name in inputs:
-                values[name] = inputs[name]
-            elif self.stepwise or len(component) > 1 or (name, name) in graph.edges:
-                self._run_steps(component, values, batch, length)
-            else:
-                values[name] = self.kernels[name].sequence(self._sum_inputs(name, values))
-            for name in component:
-                for source in graph.predecessors(name):
-                    consume(source)
+        keep = [*graph.outputs, *(p for p in probes if p not in graph.outputs)]
+        kept: dict[str, list[np.ndarray]] = {name: [] for name in keep}
+        block = self.block_length(batch, length)
+        self._carried: dict[str, np.ndarray] = {}
+        for start in range(0, length, block):
+            values = self._run_block({name: array[:, start:start + block] for name, array in inputs.items()}, batch,
+                                     set(keep))
+            for name in keep:
+                kept[name].append(values[name])
+        values = {name: np.concatenate(parts, axis=1) for name, parts in kept.items()}
 
         if count:
             self.activity = Activity(batch, length, {
@@ -142,6 +152,38 @@ class Simulator:
                 results[f"{name}:output"] = values[name]
         return results
 
+    #: The bytes of node outputs one block of steps may hold: enough rows for fast matrix products,
+    #: few enough to stay clear of page faults and memory bandwidth (measured in tools/bench).
+    BLOCK_BYTES = 32 << 20
+
+    def block_length(self, batch: int, length: int) -> int:
+        """How many steps run at a time: the graph runs in blocks of steps, each node's kernel
+        carrying its state from block to block, so memory stays bounded however long the run."""
+        widest = max(int(np.prod(node.output_shape)) for node in self.graph)
+        return int(np.clip(self.BLOCK_BYTES // (batch * widest * self.dtype.itemsize), 1, length))
+
+    def _run_block(self, inputs: dict[str, np.ndarray], batch: int, keep: set[str]) -> dict[str, np.ndarray]:
+        """Run every component over one block of steps; returns the outputs of the nodes in ``keep``
+        (and of any others still held)."""
+        graph = self.graph
+        steps = next(iter(inputs.values())).shape[1]
+        remaining_reads = {name: len(graph.successors(name)) for name in graph.nodes}
+        values: dict[str, np.ndarray] = {}
+        for component in self.components:
+            name = component[0]
+            if name in inputs:
+                values[name] = inputs[name]
+            elif self.stepwise or len(component) > 1 or (name, name) in graph.edges:
+                self._run_steps(component, values, batch, steps)
+            else:
+                values[name] = self.kernels[name].sequence(self._sum_inputs(name, values))
+            for member in component:
+                for source in graph.predecessors(member):
+                    remaining_reads[source] -= 1
+                    if remaining_reads[source] == 0 and source not in keep:
+                        del values[source]
+        return values
+
     def _sum_inputs(self, name: str, values: dict[str, np.ndarray]) -> np.ndarray:
         sources = self.graph.predecessors(name)
         total = values[sources[0]]
@@ -149,27 +191,38 @@ class Simulator:
             total = total + values[source]
         return total
 
-    def _run_steps(self, component: list[str], values: dict, batch: int, length: int) -> None:
-        """Run a cycle step by step. Buffers are time-major while it runs, so that every step reads
-        and writes contiguous memory; the loop is the simulator's hottest code."""
+    def _run_steps(self, component: list[str], values: dict, batch: int, steps: int) -> None:
+        """Run a cycle step by step over one block.
+
+        Buffers are time-major while it runs, so that every step reads and writes contiguous
+        memory: this loop is the simulator's hottest code. A member's buffer starts with its last
+        step of the previous block (zeros at first), which is what a recurrent edge reads at the
+        block's first step.
+        """
         graph = self.graph
-        buffers = {name: np.zeros((length, batch, *graph[name].output_shape), self.dtype) for name in component}
-        for source in {p for name in component for p in graph.predecessors(name)} - set(component):
-            buffers[source] = np.ascontiguousarray(np.moveaxis(values[source], 1, 0))
-        recurrent = graph.recurrent_edges
-        plans = [(buffers[name], self.kernels[name], np.zeros((batch, *graph[name].input_shape), self.dtype),
-                  [(buffers[s], (s, name) in recurrent) for s in graph.predecessors(name)]) for name in component]
-        for t in range(length):
-            for output, kernel, silence, sources in plans:
-                x = None
-                for buffer, previous_step in sources:
-                    if previous_step and t == 0:
-                        continue
-                    part = buffer[t - 1] if previous_step else buffer[t]
-                    x = part if x is None else x + part
-                output[t] = kernel.step(silence if x is None else x)
+        buffers = {}
         for name in component:
-            values[name] = np.moveaxis(buffers[name], 0, 1)
+            buffers[name] = np.empty((steps + 1, batch, *graph[name].output_shape), self.dtype)
+            buffers[name][0] = self._carried.get(name, 0)
+        recurrent = graph.recurrent_edges
+        plans = []
+        for name in component:
+            sources = []
+            for source in graph.predecessors(name):
+                if source in buffers:  # a member: its row t + 1 is step t; row t the step before
+                    sources.append((buffers[source], 0 if (source, name) in recurrent else 1))
+                else:  # an earlier component, same step
+                    sources.append((np.ascontiguousarray(np.moveaxis(values[source], 1, 0)), 0))
+            plans.append((buffers[name], self.kernels[name], sources))
+        for t in range(steps):
+            for output, kernel, sources in plans:
+                x = None
+                for buffer, offset in sources:
+                    x = buffer[t + offset] if x is None else x + buffer[t + offset]
+                output[t + 1] = kernel.step(x)
+        for name in component:
+            values[name] = np.moveaxis(buffers[name][1:], 0, 1)
+            self._carried[name] = buffers[name][-1].copy()
 
 
 def simulate(graph: Graph, inputs, steps: int | None = None, probes: Iterable[str] = (), dtype=np.float64,
