@@ -14,7 +14,7 @@ import pytest
 from snnc import ir
 from snnc.backends import lower
 from snnc.errors import IRError, SnncError
-from snnc.runtime.simulator import simulate
+from snnc.runtime.simulator import Simulator, simulate
 from snnc.targets import load_target
 
 from graphs import chain, lif, mlp, random_network, spikes
@@ -148,8 +148,8 @@ def test_kernels_equal_the_reference_on_random_recurrent_networks_with_delays(se
 
 
 def test_all_three_models_are_exercised():
-    models = {lower(random_network(np.random.default_rng(seed)), SPINNAKER)[0]["hidden"].annotations["spinnaker"]["model"]
-              for seed in range(6)}
+    lowered = [lower(random_network(np.random.default_rng(seed)), SPINNAKER)[0] for seed in range(6)]
+    models = {graph["hidden"].annotations["spinnaker"]["model"] for graph in lowered}
     assert models == {"IF_curr_exp", "IF_curr_delta", "IF_trunc_delta"}
 
 
@@ -201,7 +201,8 @@ def test_decays_map_to_s1615_and_u032():
     assert (fixed["exp_tc"] == round(0.9 * 2 ** 15)).all() and (fixed["exc_decay"] == 0.75 * 2 ** 32).all()
     # init = (tau_syn / dt) (1 - decay) with decay = exp(-dt / tau_syn)
     assert np.allclose(fixed["exc_init"] / 2 ** 32, 0.25 / -np.log(0.75))
-    assert reports["quantize-spinnaker"]["populations"]["n"]["pynn"]["tau_m"][0] == pytest.approx(-1 / np.log(0.9), 1e-4)
+    tau_m = reports["quantize-spinnaker"]["populations"]["n"]["pynn"]["tau_m"]
+    assert tau_m[0] == pytest.approx(-1 / np.log(0.9), rel=1e-4)  # ms, for dt = 1 ms
 
 
 def test_the_irs_strict_threshold_holds_on_the_grid():
@@ -257,10 +258,14 @@ def test_what_spinnaker_cannot_hold_is_refused_by_node(change, node, fragment):
 
 
 def test_a_delay_of_fifteen_steps_fits_sixteen_ticks():
-    graph = mlp(np.random.default_rng(2))
-    graph["fc0"].op.delay = np.full((30, 40), 15)
+    """The longest delay wraps the 16-slot ring buffer onto the slot being read: it still arrives on time."""
+    rng = np.random.default_rng(2)
+    graph = mlp(rng)
+    graph["fc0"].op.delay = rng.integers(13, 16, size=(30, 40))
     lowered, _ = lower(graph, SPINNAKER)
     assert lowered["fc0"].annotations["spinnaker"]["delays"].max() == 16
+    ours = assert_reference_matches(lowered, spikes(rng, (1, 40, 40), rate=0.5))
+    assert not ours["lif0:exc"][0, :14].any() and ours["lif0:exc"][0, 14:].any()
 
 
 def test_spinnaker_inputs_must_be_spikes():
@@ -278,6 +283,20 @@ def test_sequence_and_stepwise_runs_agree(seed):
     a, b = simulate(lowered, x, probes=probes), simulate(lowered, x, probes=probes, stepwise=True)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_runs_in_blocks_of_steps_give_the_same_result(monkeypatch, block):
+    """Neuron state and ring-buffer delay lines carry across blocks of steps."""
+    rng = np.random.default_rng(3)
+    lowered, _ = lower(random_network(rng), SPINNAKER)
+    x = spikes(rng, (2, 30, lowered["in"].output_shape[0]))
+    probes = [n.name for n in lowered if n.op.stateful]
+    whole = simulate(lowered, x, probes=probes)
+    monkeypatch.setattr(Simulator, "block_length", lambda self, batch, length: block)
+    blocks = simulate(lowered, x, probes=probes)
+    for key in whole:
+        np.testing.assert_array_equal(whole[key], blocks[key], err_msg=key)
 
 
 # -- the command line

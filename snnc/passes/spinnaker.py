@@ -2,7 +2,7 @@
 
 Every spiking population becomes one of sPyNNaker's current-based LIF models, chosen by its
 dynamics: ``IF_curr_exp`` (CubaLIF: exponential synapses), ``IF_curr_delta`` (LIF) or
-``IF_trunc_delta`` (IF, whose leak of exactly 1 the LIF closed form cannot integrate). The pass
+``IF_trunc_delta`` (IF: with v_decay = 1 the LIF closed form would never move V). The pass
 writes the values the model's C structures hold once the core has initialised them (``neuron_t``,
 the synapse shaping state, the threshold, the ring-buffer left shifts) as raw integers under the
 node annotation ``"spinnaker"``, and every synapse matrix as sPyNNaker's 16-bit weight magnitudes,
@@ -38,8 +38,8 @@ SPIKING = (LIF, IF, CubaLIF)
 
 def _ring_buffer_shift(largest: float) -> int:
     """sPyNNaker's left shift for a synapse type whose ring-buffer slot can sum to ``largest``
-    (PopulationVertex.get_ring_buffer_shifts): the integer bits that hold it, the 16-bit weight
-    keeping 16 - shift fraction bits below s16.15's point."""
+    (AbstractPopulationVertex.get_ring_buffer_shifts): the integer bits that hold it; a 16-bit
+    weight then keeps 15 - shift of s16.15's fraction bits."""
     shift = 0 if largest <= 0 else int(math.ceil(max(0.0, math.log2(largest))))
     # "If 2^max_weight_power equals the max weight, we have to add another power"
     return shift + 1 if 2 ** shift <= largest else shift
@@ -108,7 +108,8 @@ class QuantizeSpiNNaker(Pass):
         if current:
             i_decay = per_neuron(d.i_decay)
             if np.any((i_decay <= 0) | (i_decay >= 1)):
-                raise IRError(node.name, "has an i_decay outside (0, 1), which sPyNNaker's exp(-dt/tau_syn) cannot hold")
+                raise IRError(node.name, "has an i_decay outside (0, 1), which sPyNNaker's exp(-dt/tau_syn) "
+                                         "cannot hold")
             decay = np.minimum(np.rint(i_decay * U032_ONE), U032_ONE - 1)
             # exp_synapse_utils.h decay_and_init: init = (tau_syn / ts) * (1 - decay), tau_syn = -ts / ln(decay)
             init = np.minimum(np.rint((1 - decay / U032_ONE) / -np.log(decay / U032_ONE) * U032_ONE), U032_ONE - 1)

@@ -61,7 +61,8 @@ class LoihiSynapse(TappedSynapse):
         return _shift(rows @ weights, self.exponent)
 
     def finish(self, y):
-        return y.astype(self.dtype, copy=False)
+        # float32 sums scaled by powers of two stay exact: no conversion needed before the neurons.
+        return y
 
 
 class LoihiNeuron(Neuron):
@@ -89,7 +90,7 @@ class LoihiNeuron(Neuron):
 
     def update(self, x):
         # Current: decay (rounded toward zero), add the activation aligned to the state's MSBs.
-        current = x * float(1 << ACTIVATION_SHIFT)
+        current = np.multiply(x, float(1 << ACTIVATION_SHIFT), dtype=np.float64)  # synapses may send float32
         if self.u_factor:
             current += np.trunc(self.state["u"] * self.u_factor)
         # Lava wraps the 24-bit register once: one subtraction or addition of 2**24, never a modulo.
@@ -104,7 +105,7 @@ class LoihiNeuron(Neuron):
             v += self.bias
         np.clip(v, -STATE_LIMIT + 1, STATE_LIMIT - 1, out=v)
         fired = v > self.threshold
-        v[fired] = 0
+        np.copyto(v, 0.0, where=fired)
         self.state["v"] = v
         return fired
 

@@ -66,7 +66,8 @@ class Simulator:
             return spinnaker.SpiNNakerNeuron(node, self.dtype)
         if isinstance(node.op, (Input, Output)):
             return make_kernel(node, self.dtype)
-        raise SnncError(f"node {node.name!r}: {node.op.kind} has no SpiNNaker fixed-point kernel; compile for the spinnaker target")
+        raise SnncError(f"node {node.name!r}: {node.op.kind} has no SpiNNaker fixed-point kernel; "
+                        "compile for the spinnaker target")
 
     def check_inputs(self, inputs, steps: int | None = None) -> dict[str, np.ndarray]:
         """Inputs by node name, checked against the graph, cast, and padded or cut to ``steps``."""
