@@ -206,10 +206,14 @@ def test_steps_pad_or_cut_the_input():
     np.testing.assert_array_equal(simulate(graph, x, steps=6)["out"], simulate(graph, x)["out"][:, :6])
 
 
-def test_float32_precision_runs():
+def test_float32_precision_and_compact_spikes():
     rng = np.random.default_rng(7)
-    result = simulate(recurrent_mlp(rng), spikes(rng, (1, 10, 5)), dtype=np.float32)
-    assert result["out"].dtype == np.float32
+    graph = recurrent_mlp(rng)
+    x = spikes(rng, (1, 10, 5))
+    result = simulate(graph, x, dtype=np.float32, probes=["hidden", "fc1"])
+    assert result["hidden:v"].dtype == np.float32 and result["fc1:output"].dtype == np.float32
+    assert result["out"].dtype == np.int8 and result["hidden:spikes"].dtype == np.int8  # spikes are 0 or 1
+    assert (result["out"] == simulate(graph, x)["out"]).mean() > 0.9  # float32 and float64 rarely differ
 
 
 @pytest.mark.parametrize("inputs, message", [

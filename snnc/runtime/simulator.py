@@ -127,15 +127,18 @@ class Simulator:
             kernel.reset(batch)
 
         keep = [*graph.outputs, *(p for p in probes if p not in graph.outputs)]
-        kept: dict[str, list[np.ndarray]] = {name: [] for name in keep}
+        kept = {name: np.empty((batch, length, *graph[name].output_shape), np.int8 if self.sends_spikes(name) else self.dtype)
+                for name in keep}
         block = self.block_length(batch, length)
-        self._carried: dict[str, np.ndarray] = {}
+        self._block = block
+        self._buffers: dict[str, np.ndarray] = {}
+        self._last_row: dict[str, int] = {}
         for start in range(0, length, block):
             values = self._run_block({name: array[:, start:start + block] for name, array in inputs.items()}, batch,
                                      set(keep))
             for name in keep:
-                kept[name].append(values[name])
-        values = {name: np.concatenate(parts, axis=1) for name, parts in kept.items()}
+                kept[name][:, start:start + block] = values[name]
+        values = kept
 
         if count:
             self.activity = Activity(batch, length, {
@@ -152,6 +155,14 @@ class Simulator:
             else:
                 results[f"{name}:output"] = values[name]
         return results
+
+    def sends_spikes(self, name: str) -> bool:
+        """True for a spiking neuron and for a node that only passes on spikes (an Output of a
+        spiking population): results hold those as int8, an eighth of float64's memory and disk."""
+        op = self.graph[name].op
+        if isinstance(op, NEURONS):
+            return self.kernels[name].spiking
+        return isinstance(op, Output) and all(self.sends_spikes(p) for p in self.graph.predecessors(name))
 
     #: The bytes of node outputs one block of steps may hold: enough rows for fast matrix products,
     #: few enough to stay clear of page faults and memory bandwidth (measured in tools/bench).
@@ -195,35 +206,43 @@ class Simulator:
     def _run_steps(self, component: list[str], values: dict, batch: int, steps: int) -> None:
         """Run a cycle step by step over one block.
 
-        Buffers are time-major while it runs, so that every step reads and writes contiguous
-        memory: this loop is the simulator's hottest code. A member's buffer starts with its last
-        step of the previous block (zeros at first), which is what a recurrent edge reads at the
-        block's first step.
+        This loop is the simulator's hottest code. Buffers are time-major, so that every step reads
+        and writes contiguous memory, and they are allocated once per run and reused by every
+        block (fresh pages would fault on first touch). A member's row 0 holds its last step of the
+        previous block (zeros at first), which is what a recurrent edge reads at the block's first
+        step; its row t + 1 holds step t.
         """
         graph = self.graph
         buffers = {}
         for name in component:
-            buffers[name] = np.empty((steps + 1, batch, *graph[name].output_shape), self.dtype)
-            buffers[name][0] = self._carried.get(name, 0)
+            if name not in self._buffers:
+                self._buffers[name] = np.zeros((self._block + 1, batch, *graph[name].output_shape), self.dtype)
+            buffers[name] = self._buffers[name][: steps + 1]
+            buffers[name][0] = self._buffers[name][self._last_row.get(name, 0)]
         recurrent = graph.recurrent_edges
         plans = []
         for name in component:
             sources = []
             for source in graph.predecessors(name):
-                if source in buffers:  # a member: its row t + 1 is step t; row t the step before
+                if source in buffers:
                     sources.append((buffers[source], 0 if (source, name) in recurrent else 1))
-                else:  # an earlier component, same step
+                else:  # an earlier component, read at the same step
                     sources.append((np.ascontiguousarray(np.moveaxis(values[source], 1, 0)), 0))
-            plans.append((buffers[name], self.kernels[name], sources))
+            total = np.empty((batch, *graph[name].input_shape), self.dtype) if len(sources) > 1 else None
+            plans.append((buffers[name], self.kernels[name], sources, total))
         for t in range(steps):
-            for output, kernel, sources in plans:
-                x = None
-                for buffer, offset in sources:
-                    x = buffer[t + offset] if x is None else x + buffer[t + offset]
+            for output, kernel, sources, total in plans:
+                (first, offset), rest = sources[0], sources[1:]
+                x = first[t + offset]
+                if rest:
+                    np.copyto(total, x)
+                    for buffer, offset in rest:
+                        total += buffer[t + offset]
+                    x = total
                 output[t + 1] = kernel.step(x)
         for name in component:
             values[name] = np.moveaxis(buffers[name][1:], 0, 1)
-            self._carried[name] = buffers[name][-1].copy()
+            self._last_row[name] = steps
 
 
 def simulate(graph: Graph, inputs, steps: int | None = None, probes: Iterable[str] = (), dtype=np.float64,
