@@ -171,6 +171,10 @@ class TappedSynapse(Kernel):
         return self.finish(y).reshape(batch, steps, *self.node.output_shape)
 
     def step(self, x):
+        if self.line.depth == 0:  # the common recurrent case: no delay line to keep
+            (_, weights), = self.taps
+            rows = x.reshape(x.shape[0], -1).astype(weights.dtype, copy=False)
+            return self.finish(self.product(rows, weights)).reshape(x.shape[0], *self.node.output_shape)
         return self.sequence(x[:, None])[:, 0]
 
 
@@ -260,7 +264,10 @@ class Neuron(Kernel):
     def sequence(self, x):
         # Step along a time-major copy: each step then reads and writes contiguous memory.
         by_step = np.ascontiguousarray(np.moveaxis(x, 1, 0))
-        return np.moveaxis(np.stack([self.step(x_t) for x_t in by_step]), 0, 1)
+        out = np.empty((x.shape[1], x.shape[0], *self.node.output_shape), self.dtype)
+        for t, x_t in enumerate(by_step):
+            out[t] = self.step(x_t)
+        return np.moveaxis(out, 0, 1)
 
     def traces(self) -> dict[str, np.ndarray]:
         return {name: np.stack(values, axis=1) for name, values in (self.trace or {}).items()}

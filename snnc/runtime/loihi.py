@@ -51,14 +51,19 @@ class LoihiSynapse(TappedSynapse):
     def __init__(self, node, dtype, recurrent_input: bool):
         fixed = _annotation(node)
         weights = np.asarray(fixed["weights"], dtype=np.int64)
-        exact32 = np.abs(weights).sum(axis=1).max(initial=0) < 1 << 24
+        exponent = int(fixed["weight_exp"])
+        largest_sum = int(np.abs(weights).sum(axis=1).max(initial=0))
+        if exponent > 0 and largest_sum << exponent < 1 << 24:
+            # A left shift of an exact sum is the sum of the shifted weights: fold it in, once.
+            weights, exponent = weights << exponent, 0
+        exact32 = (largest_sum << max(exponent, 0)) < 1 << 24
         delays = None if fixed["delays"] is None else np.asarray(fixed["delays"], np.int64)
         super().__init__(node, dtype, weights.astype(np.float32 if exact32 else np.float64), delays,
                          latency=0 if recurrent_input else 1)
-        self.exponent = int(fixed["weight_exp"])
+        self.exponent = exponent
 
     def product(self, rows, weights):
-        return _shift(rows @ weights, self.exponent)
+        return rows @ weights if self.exponent == 0 else _shift(rows @ weights, self.exponent)
 
     def finish(self, y):
         # float32 sums scaled by powers of two stay exact: no conversion needed before the neurons.
@@ -114,5 +119,6 @@ class LoihiNeuron(Neuron):
 
 
 def check_spikes(name: str, values: np.ndarray) -> None:
-    if values.min(initial=0) < 0 or values.max(initial=0) > 1 or not np.array_equal(values, values.astype(bool)):
+    # Every non-zero value must be a one; counting both needs no large temporary arrays.
+    if np.count_nonzero(values) != np.count_nonzero(values == 1):
         raise SnncError(f"input {name!r} holds values other than 0 and 1; Loihi inputs are spikes")
