@@ -7,6 +7,7 @@ unexpected failure with one line and exit code 1. ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -54,11 +55,27 @@ def cmd_inspect(args) -> int:
 
     graph = load_model(args.model, dt=args.dt, reset=args.reset)
     text = FORMATS[args.format](graph)
+    lowering = Path(args.model) / "network.json"
+    if args.format == "text" and lowering.is_file():
+        text += _lowering_table(json.loads(lowering.read_text()))
     if args.output:
         atomic_write(Path(args.output), lambda p: p.write_text(text))
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _lowering_table(described: dict) -> str:
+    """How each node of a Loihi artifact became a Lava process, for `snnc inspect ARTIFACT`."""
+    from snnc.ir.printer import show_name
+
+    rows = [(show_name(name), entry["op"], entry["process"], entry["id"], ", ".join(map(show_name, entry["from"])))
+            for group in ("inputs", "populations", "synapses", "outputs") for name, entry in described[group].items()]
+    header = ("node", "op", "lava process", "in network.py", "from the model's nodes")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    lines = ["lowered to Lava (network.py):"]
+    lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines) + "\n"
 
 
 def cmd_compile(args) -> int:

@@ -201,3 +201,43 @@ def test_a_hung_lava_program_is_stopped():
         _run_isolated([sys.executable, "-c", "import subprocess, sys, time; "
                        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"], 1.0)
     assert time.perf_counter() - started < 10
+
+
+def test_hostile_node_names_stay_inert_data(lava_python, tmp_path):
+    """Names holding quotes, newlines and Python code compile to a program that runs and executes
+    none of it: names reach network.py only as string literals inside comments, and network.json."""
+    rng = np.random.default_rng(14)
+    graph = mlp(rng, sizes=(6, 5, 4))
+    hostile = {"fc0": "fc0'); open('PWNED_QUOTE', 'w'); ('",
+               "lif0": "lif0\nopen('PWNED_NEWLINE', 'w')\n",
+               "fc1": '"""\nimport os; os.system("touch PWNED_DOCSTRING")\n"""',
+               "lif1": "lif1 # {params}\\\nopen('PWNED_CONTINUATION', 'w')"}
+    renamed = ir.Graph(dt=graph.dt)
+    for node in graph:
+        renamed.add(hostile.get(node.name, node.name), node.op)
+    for s, t in graph.edges:
+        renamed.connect(hostile.get(s, s), hostile.get(t, t))
+    artifact, lowered = compile_for_loihi(tmp_path, renamed)
+    code = (artifact / "network.py").read_text()
+    compile(code, "network.py", "exec")  # still valid Python
+    x = spikes(rng, (1, 30, 6)).astype(np.int64)
+    ours = simulate(lowered, x, probes=[hostile["lif0"]])
+    theirs = run_lava(artifact, x, probes=[hostile["lif0"]], log=lambda line: None)
+    np.testing.assert_array_equal(ours["out"], theirs["out"])
+    np.testing.assert_array_equal(ours[hostile["lif0"] + ":v"], theirs[hostile["lif0"] + ":v"])
+    assert not list(tmp_path.rglob("PWNED*")) and not list(artifact.parent.parent.rglob("PWNED*"))
+    import os
+    assert not any(p.startswith("PWNED") for p in os.listdir("."))
+
+
+def test_inspect_shows_how_each_node_was_lowered(tmp_path, nir_paper):
+    import subprocess
+    import sys
+
+    artifact, _ = compile_for_loihi(tmp_path, load_nir(nir_paper / "02_cnn/cnn_sinabs.nir"))
+    text = subprocess.run([sys.executable, "-m", "snnc", "inspect", str(artifact)], capture_output=True, text=True).stdout
+    table = text[text.index("lowered to Lava"):].splitlines()
+    row = next(line.split() for line in table if line.split()[:1] == ["3->6"])
+    assert row[1:4] == ["Affine", "Sparse", "synapse_2"] and row[4:] == ["4,", "5"]  # the pooling and the conv
+    assert any(line.split()[:3] == ["12", "IF", "LIF"] for line in table)
+    assert '@fused_from=["4","5"]' in text

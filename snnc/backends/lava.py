@@ -22,6 +22,8 @@ from snnc.errors import SnncError
 from snnc.ir import NEURONS, Affine, Graph, Input, Output
 
 RUNNER = Path(__file__).with_name("lava_runner.py")
+#: Below this fraction of non-zero weights a synapse group becomes a Sparse process.
+SPARSE_DENSITY = 0.25
 
 
 def _literal(text: str) -> str:
@@ -63,8 +65,8 @@ class _Program:
         returned = ",\n".join(f'        "{kind}": {{{", ".join(f"{i!r}: {i}" for i in ids)}}}' for kind, ids in groups.items())
         return f'''"""Lava process graph of {_literal(graph.name or "main")}, compiled by snnc {snnc.__version__} for {_literal(graph.metadata.get("target", "loihi"))}.
 
-Each population is a LIF process with Lava's fixed-point parameters and each synapse group a Dense
-or DelayDense process. Every synapse group delivers its spikes one step after they were sent (and
+Each population is a LIF process with Lava's fixed-point parameters and each synapse group a Dense,
+Sparse (mostly-zero matrices, such as a convolution's) or DelayDense process. Every synapse group delivers its spikes one step after they were sent (and
 `delays` more with DelayDense), so a layer's spikes reach the next population one step later than
 in the float semantics. Integer parameters come from params.npz; node names from network.json.
 """
@@ -73,6 +75,8 @@ from lava.proc.dense.process import Dense, DelayDense
 from lava.proc.io.sink import RingBuffer as SpikeSink
 from lava.proc.io.source import RingBuffer as SpikeSource
 from lava.proc.lif.process import LIF
+from lava.proc.sparse.process import Sparse
+from scipy.sparse import csr_matrix
 
 
 def build(params, inputs, steps):
@@ -106,21 +110,42 @@ def build(params, inputs, steps):
         ident = self.identifier(node.name, "synapse")
         fixed = node.annotations["loihi"]
         (source,) = self.graph.predecessors(node.name)
-        self.params[f"{ident}.weights"] = np.asarray(fixed["weights"], np.int32)
+        weights = np.asarray(fixed["weights"], np.int32)
         delayed = fixed["delays"] is not None and np.any(fixed["delays"])
+        out, size_in = weights.shape
+        process = self.process(fixed)
+        if process == "Sparse":
+            rows, columns = np.nonzero(weights)
+            self.params[f"{ident}.data"] = weights[rows, columns]
+            self.params[f"{ident}.indices"] = columns.astype(np.int32)
+            self.params[f"{ident}.indptr"] = np.searchsorted(rows, np.arange(out + 1)).astype(np.int32)
+            matrix = (f"csr_matrix((params[{ident + '.data'!r}], params[{ident + '.indices'!r}], "
+                      f"params[{ident + '.indptr'!r}]), shape=({out}, {size_in}))")
+        else:
+            self.params[f"{ident}.weights"] = weights
+            matrix = f"params[{ident + '.weights'!r}]"
         extra = ""
         if delayed:
             self.params[f"{ident}.delays"] = np.asarray(fixed["delays"], np.int64)  # DelayDense checks dtype == int
             extra = f", delays=params[{ident + '.delays'!r}]"
-        out, size_in = node.op.weight.shape
         self.lines.append(f"# synapses {_literal(node.name)}: {_literal(source)} -> "
-                          f"{', '.join(map(_literal, self.graph.successors(node.name)))}, {out} x {size_in}")
-        self.lines.append(f"{ident} = {'DelayDense' if delayed else 'Dense'}(weights=params[{ident + '.weights'!r}], "
-                          f"weight_exp={fixed['weight_exp']}{extra})")
+                          f"{', '.join(map(_literal, self.graph.successors(node.name)))}, {out} x {size_in}, "
+                          f"{np.count_nonzero(weights)} non-zero")
+        self.lines.append(f"{ident} = {process}(weights={matrix}, weight_exp={fixed['weight_exp']}{extra})")
         self.lines.append(f"{self.ids[source]}.s_out.connect({ident}.s_in)")
         for target in self.graph.successors(node.name):
             self.lines.append(f"{ident}.a_out.connect({self.ids[target]}.a_in)")
         self.lines.append("")
+
+    @staticmethod
+    def process(fixed: dict) -> str:
+        """The Lava process of a synapse group: Sparse holds a mostly-zero matrix (a convolution's,
+        say) in a fraction of Dense's memory and time. Delayed groups stay DelayDense, whose delay
+        matrix lines up with the weights one to one."""
+        if fixed["delays"] is not None and np.any(fixed["delays"]):
+            return "DelayDense"
+        weights = np.asarray(fixed["weights"])
+        return "Sparse" if np.count_nonzero(weights) < SPARSE_DENSITY * weights.size else "Dense"
 
     def _output(self, node) -> None:
         ident = self.identifier(node.name, "output")
@@ -133,12 +158,15 @@ def build(params, inputs, steps):
     def description(self) -> dict:
         graph = self.graph
 
-        def entry(name):
-            return {"id": self.ids[name], "shape": list(graph[name].output_shape), "op": graph[name].op.kind}
+        def entry(name, process):
+            return {"id": self.ids[name], "process": process, "shape": list(graph[name].output_shape),
+                    "op": graph[name].op.kind, "from": graph[name].annotations.get("fused_from", [name])}
 
-        return {"inputs": {n: entry(n) for n in graph.inputs},
-                "outputs": {n: entry(n) for n in graph.outputs},
-                "populations": {n.name: entry(n.name) for n in graph if isinstance(n.op, NEURONS)}}
+        return {"inputs": {n: entry(n, "SpikeSource") for n in graph.inputs},
+                "outputs": {n: entry(n, "SpikeSink") for n in graph.outputs},
+                "populations": {n.name: entry(n.name, "LIF") for n in graph if isinstance(n.op, NEURONS)},
+                "synapses": {n.name: entry(n.name, self.process(n.annotations["loihi"]))
+                             for n in graph if isinstance(n.op, Affine)}}
 
 
 def emit(graph: Graph, writer: ArtifactWriter) -> None:

@@ -195,7 +195,7 @@ class FuseSynapses(Pass):
             name = f"{source}->{sink}" + (f"#{layer}" if layers > 1 else "")
             fused.add(name, Affine(weight=weight, bias=bias if layer == 1 else None,
                                    delay=delay.astype(np.int64) if delay.any() else None,
-                                   out_shape=graph[sink].input_shape))
+                                   out_shape=graph[sink].input_shape), {"fused_from": origin})
             fused.connect(source, name)
             fused.connect(name, sink)
             self.synapses[name] = {"source": source, "target": sink, "from": origin}
