@@ -54,6 +54,8 @@ def cmd_inspect(args) -> int:
     from snnc.ir.printer import FORMATS
 
     graph = load_model(args.model, dt=args.dt, reset=args.reset)
+    if args.target or args.after:
+        graph = _lower_until(graph, args)
     text = FORMATS[args.format](graph)
     lowering = Path(args.model) / "network.json"
     if args.format == "text" and lowering.is_file():
@@ -63,6 +65,28 @@ def cmd_inspect(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _pass_names(value: str | None) -> list[str] | None:
+    return None if value is None else [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _lower_until(graph, args):
+    """The graph after the pass --after (default: after the whole pipeline) of --target's pipeline
+    or of --passes."""
+    from snnc.passes import PassManager
+    from snnc.passes.pipeline import build_pipeline
+    from snnc.targets import load_target
+
+    target = load_target(args.target or "sim")
+    passes = build_pipeline(target, _pass_names(args.passes))
+    names = [each.name for each in passes]
+    if args.after:
+        if args.after not in names:
+            raise SnncError(f"--after {args.after}: not in the pipeline {names or '(empty)'} of --target "
+                            f"{target.name}; choose one of them, or give --passes")
+        passes = passes[: names.index(args.after) + 1]
+    return PassManager(passes).run(graph)
 
 
 def _lowering_table(described: dict) -> str:
@@ -83,8 +107,10 @@ def cmd_compile(args) -> int:
     from snnc.frontend import load_model
 
     graph = load_model(args.model, dt=args.dt, reset=args.reset)
-    out = compile_graph(graph, args.target, Path(args.model), Path(args.output))
-    print(f"compiled {args.model} for {args.target}: {len(graph)} nodes -> {out}")
+    dump = Path(args.dump_ir) if args.dump_ir else None
+    out = compile_graph(graph, args.target, Path(args.model), Path(args.output), _pass_names(args.passes), dump)
+    print(f"compiled {args.model} for {args.target}: {len(graph)} nodes -> {out}"
+          + (f"; IR after each pass in {dump}" if dump else ""))
     return 0
 
 
@@ -196,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model", help="model file or artifact directory")
     inspect.add_argument("--format", choices=("text", "json", "dot"), default="text", help="dump format (default text)")
     inspect.add_argument("-o", "--output", help="write to this file instead of stdout")
+    inspect.add_argument("--target", help="lower for this target first (its pipeline of passes)")
+    inspect.add_argument("--after", metavar="PASS", help="show the IR after this pass of the pipeline")
+    inspect.add_argument("--passes", help="comma-separated passes to run instead of the target's pipeline")
     _model_options(inspect)
     inspect.set_defaults(handler=cmd_inspect)
 
@@ -205,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--target", default="sim",
                           help="sim, loihi, loihi2, spinnaker, or the path of a target .toml file (default sim)")
     compile_.add_argument("-o", "--output", required=True, help="artifact directory to write")
+    compile_.add_argument("--passes", help="comma-separated passes to run instead of the target's pipeline "
+                                           "(fuse-synapses, quantize-loihi, ...)")
+    compile_.add_argument("--dump-ir", metavar="DIR", help="write the IR as text before and after every pass into DIR")
     _model_options(compile_)
     compile_.set_defaults(handler=cmd_compile)
 

@@ -162,3 +162,23 @@ def test_report_needs_a_known_format(model, inputs, tmp_path):
     _assert_one_line_error(snnc("run", model, "--input", inputs, "-o", tmp_path / "y.npz", "--report", tmp_path / "r.pdf"),
                            "--report", ".json or .html")
     assert not (tmp_path / "y.npz").exists()
+
+
+def test_pipelines_come_from_the_target_and_can_be_inspected_after_each_pass(tmp_path):
+    model = tmp_path / "mlp.snnir"
+    ir.save(ir.verify(mlp(np.random.default_rng(6), sizes=(5, 12, 3))), model)
+    fused = snnc("inspect", model, "--target", "loihi2", "--after", "fuse-synapses")
+    assert fused.returncode == 0 and "@loihi" not in fused.stdout and "Affine" in fused.stdout
+    quantized = snnc("inspect", model, "--target", "loihi2")
+    assert '"vth"' in quantized.stdout or "@loihi" in quantized.stdout
+    result = snnc("compile", model, "--target", "loihi2", "--dump-ir", tmp_path / "ir", "-o", tmp_path / "art")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "ir").iterdir()) == ["00-input.txt", "01-fuse-synapses.txt",
+                                                                   "02-quantize-loihi.txt"]
+    passes = json.loads((tmp_path / "art" / "passes.json").read_text())
+    assert list(passes) == ["fuse-synapses", "quantize-loihi"] and "lif0" in passes["quantize-loihi"]["populations"]
+    only_fused = snnc("compile", model, "--target", "sim", "--passes", "fuse-synapses", "-o", tmp_path / "fused")
+    assert only_fused.returncode == 0 and list(json.loads((tmp_path / "fused" / "passes.json").read_text())) == ["fuse-synapses"]
+    _assert_one_line_error(snnc("inspect", model, "--target", "loihi2", "--after", "nope"), "--after nope", "fuse-synapses")
+    _assert_one_line_error(snnc("compile", model, "--passes", "fuse-synapses,bogus", "-o", tmp_path / "x"),
+                           "unknown pass 'bogus'")

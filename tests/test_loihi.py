@@ -137,7 +137,9 @@ def test_random_recurrent_networks_with_delays_match_lava(lava_python, tmp_path,
     assert_lava_matches(artifact, lowered, spikes(rng, (2, 50, lowered["in"].output_shape[0])).astype(np.int64))
 
 
-@pytest.mark.parametrize("name", ["03_rnn/braille_noDelay_bias_zero.nir", "03_rnn/braille_noDelay_bias_zero_subgraph.nir"])
+@pytest.mark.parametrize("name", ["03_rnn/braille_noDelay_bias_zero.nir", "03_rnn/braille_noDelay_bias_zero_subgraph.nir",
+                                  "03_rnn/braille_noDelay_noBias_subtract.nir",
+                                  "03_rnn/braille_noDelay_noBias_subtract_subgraph.nir"])
 def test_braille_recurrent_network_matches_lava(lava_python, nir_paper, tmp_path, name):
     artifact, lowered = compile_for_loihi(tmp_path, load_nir(nir_paper / name))
     assert_lava_matches(artifact, lowered, spikes(np.random.default_rng(8), (2, 60, 12), rate=0.2).astype(np.int64))

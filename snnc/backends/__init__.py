@@ -1,7 +1,7 @@
 """Backends: lower a verified IR graph for a target and emit what the target runs into an artifact.
 
-Each target's arithmetic names the passes that lower the graph for it and the emitters that write
-its files. Every artifact also holds the lowered IR (``model.snnir``), which the reference simulator
+Each target file names the passes that lower the graph for it (its ``pipeline``); its arithmetic
+names the emitters that write its files. Every artifact also holds the lowered IR (``model.snnir``), which the reference simulator
 runs, and the passes' reports (``passes.json``).
 """
 
@@ -16,21 +16,9 @@ import numpy as np
 from snnc.backends import lava, sim
 from snnc.backends.artifact import ArtifactWriter
 from snnc.ir import Graph
-from snnc.passes import Pass, PassManager
-from snnc.passes.fuse import FuseSynapses
-from snnc.passes.loihi import QuantizeLoihi
-from snnc.passes.spinnaker import QuantizeSpiNNaker
+from snnc.passes import PassManager
+from snnc.passes.pipeline import PassOptions, build_pipeline
 from snnc.targets import Target, load_target
-
-
-def pipeline(target: Target) -> list[Pass]:
-    """The passes that lower a graph for ``target``."""
-    if target.arithmetic == "loihi":
-        return [FuseSynapses(), QuantizeLoihi(target)]
-    if target.arithmetic == "spinnaker":
-        return [FuseSynapses(), QuantizeSpiNNaker(target)]
-    return []
-
 
 TARGET_FILE = "target.toml"
 
@@ -47,15 +35,18 @@ def _plain(value):
     raise TypeError(f"cannot write {type(value).__name__} to passes.json")
 
 
-def lower(graph: Graph, target: Target, dump_dir: Path | None = None) -> tuple[Graph, dict]:
-    manager = PassManager(pipeline(target))
+def lower(graph: Graph, target: Target, dump_dir: Path | None = None, passes: list[str] | None = None,
+          options: PassOptions | None = None) -> tuple[Graph, dict]:
+    """Run the target's pipeline (or ``passes``) on ``graph``; return the lowered graph and the reports."""
+    manager = PassManager(build_pipeline(target, passes, options))
     return manager.run(graph, dump_dir), manager.reports
 
 
-def compile_graph(graph: Graph, target_name: str, source: Path, destination: Path) -> Path:
+def compile_graph(graph: Graph, target_name: str, source: Path, destination: Path, passes: list[str] | None = None,
+                  dump_dir: Path | None = None, options: PassOptions | None = None) -> Path:
     """Lower ``graph`` for the target and write the artifact directory ``destination``."""
     target = load_target(target_name)
-    lowered, reports = lower(graph, target)
+    lowered, reports = lower(graph, target, dump_dir, passes, options)
     lowered.metadata = {**lowered.metadata, "target": target.name}
     with ArtifactWriter(destination, target.name, source) as writer:
         sim.emit(lowered, writer)

@@ -60,6 +60,8 @@ class Target:
     step_time_min_s: float = 0.0
     static_power_w: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
+    #: The passes that lower a graph for this target, by name (snnc.passes.pipeline).
+    pipeline: list[str] = field(default_factory=list)
 
     @property
     def has_hardware(self) -> bool:
@@ -124,16 +126,19 @@ def parse_target(path: Path) -> Target:
     for key in ("name", "description", "arithmetic"):
         if not isinstance(document.get(key), str):
             _fail(path, key, "is missing (a string)")
+    pipeline = document.get("pipeline", [])
+    if not isinstance(pipeline, list) or not all(isinstance(name, str) for name in pipeline):
+        _fail(path, "pipeline", "must be a list of pass names")
     arithmetic = document["arithmetic"]
     if arithmetic not in ARITHMETIC_FORMATS:
         _fail(path, "arithmetic", f"{arithmetic!r} is not one of {sorted(ARITHMETIC_FORMATS)}")
     sources: dict[str, str] = {}
     target = Target(name=document["name"], description=document["description"], arithmetic=arithmetic, path=path,
-                    sources=sources)
+                    sources=sources, pipeline=pipeline)
     target.formats = _section(path, document, "formats", ARITHMETIC_FORMATS[arithmetic], True, sources,
                               signed=("weight_exponent_min",))
     if arithmetic == "float":
-        extra = set(document) - {"name", "description", "arithmetic", "formats"}
+        extra = set(document) - {"name", "description", "arithmetic", "formats", "pipeline"}
         if extra:
             _fail(path, "float target", f"models no hardware; remove {sorted(extra)}")
         return target

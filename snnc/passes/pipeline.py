@@ -1,0 +1,41 @@
+"""Passes by name, and the pipeline a target names.
+
+A target file lists its passes (``pipeline = [...]``); ``--passes`` replaces that list for one
+compile. Options that some passes take (``--weight-bits``, ``--sparsity``) travel in
+``PassOptions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from snnc.errors import SnncError
+from snnc.passes import Pass
+from snnc.passes.fuse import FuseSynapses
+from snnc.passes.loihi import QuantizeLoihi
+from snnc.passes.spinnaker import QuantizeSpiNNaker
+from snnc.targets import Target
+
+
+@dataclass
+class PassOptions:
+    """Settings a user gives on the command line for the passes that read them."""
+
+
+#: Every pass by the name pipelines and --passes use.
+REGISTRY: dict[str, Callable[[Target, PassOptions], Pass]] = {
+    FuseSynapses.name: lambda target, options: FuseSynapses(),
+    QuantizeLoihi.name: lambda target, options: QuantizeLoihi(target),
+    QuantizeSpiNNaker.name: lambda target, options: QuantizeSpiNNaker(target),
+}
+
+
+def build_pipeline(target: Target, names: list[str] | None = None, options: PassOptions | None = None) -> list[Pass]:
+    """The passes ``names`` (default: the target's pipeline), ready to run for ``target``."""
+    names = target.pipeline if names is None else names
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        where = "--passes" if names is not target.pipeline else f"{target.path}: pipeline"
+        raise SnncError(f"{where}: unknown pass {unknown[0]!r}; passes are {', '.join(sorted(REGISTRY))}")
+    return [REGISTRY[name](target, options or PassOptions()) for name in names]
