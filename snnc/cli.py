@@ -29,6 +29,26 @@ class _Parser(argparse.ArgumentParser):
         raise SnncError(f"{message} (see '{self.prog} --help')")
 
 
+def _pass_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--passes", help="comma-separated passes to run instead of the target's pipeline")
+    parser.add_argument("--weight-bits", type=int, choices=(2, 4, 8), help="bits of the quantized weights")
+    parser.add_argument("--quantization", choices=("entropy", "error", "minmax"), default="entropy",
+                        help="how quantization picks its scale (default entropy, QSD-style)")
+    parser.add_argument("--granularity", choices=("layer", "channel"), default="layer",
+                        help="one quantization scale per layer or per output channel")
+    parser.add_argument("--sparsity", type=float, help="prune this fraction of the weights by magnitude (0 to 1)")
+    parser.add_argument("--calibration", metavar="FILE", help="inputs (.npy/.npz) that passes measure spikes on")
+
+
+def _options(args):
+    from snnc.passes.pipeline import PassOptions
+
+    if args.sparsity is not None and not 0 <= args.sparsity < 1:
+        raise SnncError(f"--sparsity {args.sparsity}: give a fraction from 0 up to (not including) 1")
+    return PassOptions(weight_bits=args.weight_bits, quantization=args.quantization, granularity=args.granularity,
+                       sparsity=args.sparsity, calibration=args.calibration)
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dt", type=float, default=None,
                         help="time step in seconds for formats that store none (NIR; default 1e-4)")
@@ -79,7 +99,7 @@ def _lower_until(graph, args):
     from snnc.targets import load_target
 
     target = load_target(args.target or "sim")
-    passes = build_pipeline(target, _pass_names(args.passes))
+    passes = build_pipeline(target, _pass_names(args.passes), _options(args))
     names = [each.name for each in passes]
     if args.after:
         if args.after not in names:
@@ -108,7 +128,8 @@ def cmd_compile(args) -> int:
 
     graph = load_model(args.model, dt=args.dt, reset=args.reset)
     dump = Path(args.dump_ir) if args.dump_ir else None
-    out = compile_graph(graph, args.target, Path(args.model), Path(args.output), _pass_names(args.passes), dump)
+    out = compile_graph(graph, args.target, Path(args.model), Path(args.output), _pass_names(args.passes), dump,
+                        _options(args))
     print(f"compiled {args.model} for {args.target}: {len(graph)} nodes -> {out}"
           + (f"; IR after each pass in {dump}" if dump else ""))
     return 0
@@ -224,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("-o", "--output", help="write to this file instead of stdout")
     inspect.add_argument("--target", help="lower for this target first (its pipeline of passes)")
     inspect.add_argument("--after", metavar="PASS", help="show the IR after this pass of the pipeline")
-    inspect.add_argument("--passes", help="comma-separated passes to run instead of the target's pipeline")
+    _pass_options(inspect)
     _model_options(inspect)
     inspect.set_defaults(handler=cmd_inspect)
 
@@ -234,8 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--target", default="sim",
                           help="sim, loihi, loihi2, spinnaker, or the path of a target .toml file (default sim)")
     compile_.add_argument("-o", "--output", required=True, help="artifact directory to write")
-    compile_.add_argument("--passes", help="comma-separated passes to run instead of the target's pipeline "
-                                           "(fuse-synapses, quantize-loihi, ...)")
+    _pass_options(compile_)
     compile_.add_argument("--dump-ir", metavar="DIR", help="write the IR as text before and after every pass into DIR")
     _model_options(compile_)
     compile_.set_defaults(handler=cmd_compile)

@@ -22,6 +22,17 @@ from snnc.targets import Target
 class PassOptions:
     """Settings a user gives on the command line for the passes that read them."""
 
+    #: --weight-bits: bits of the weights' integer mantissas (2, 4 or 8); None keeps the target's.
+    weight_bits: int | None = None
+    #: --quantization: how the scale is chosen: "entropy" (QSD-style), "error" (search), "minmax".
+    quantization: str = "entropy"
+    #: --granularity: one scale per "layer" or per output "channel".
+    granularity: str = "layer"
+    #: --sparsity: fraction of weights to prune by magnitude; None prunes nothing.
+    sparsity: float | None = None
+    #: --calibration: an .npy/.npz of inputs for the passes that measure spikes; None draws random ones.
+    calibration: str | None = None
+
 
 #: Every pass by the name pipelines and --passes use.
 REGISTRY: dict[str, Callable[[Target, PassOptions], Pass]] = {
