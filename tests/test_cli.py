@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from snnc import __version__, ir
+from snnc.targets import load_target
 from snnc.runtime.simulator import simulate
 
 from graphs import mlp, recurrent_mlp, spikes
@@ -173,10 +174,11 @@ def test_pipelines_come_from_the_target_and_can_be_inspected_after_each_pass(tmp
     assert '"vth"' in quantized.stdout or "@loihi" in quantized.stdout
     result = snnc("compile", model, "--target", "loihi2", "--dump-ir", tmp_path / "ir", "-o", tmp_path / "art")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "ir").iterdir()) == ["00-input.txt", "01-fuse-synapses.txt",
-                                                                   "02-quantize-loihi.txt"]
+    pipeline = load_target("loihi2").pipeline
+    assert sorted(p.name for p in (tmp_path / "ir").iterdir()) == ["00-input.txt"] + [
+        f"{i:02d}-{name}.txt" for i, name in enumerate(pipeline, start=1)]
     passes = json.loads((tmp_path / "art" / "passes.json").read_text())
-    assert list(passes) == ["fuse-synapses", "quantize-loihi"] and "lif0" in passes["quantize-loihi"]["populations"]
+    assert list(passes) == pipeline and "lif0" in passes["quantize-loihi"]["populations"]
     only_fused = snnc("compile", model, "--target", "sim", "--passes", "fuse-synapses", "-o", tmp_path / "fused")
     assert only_fused.returncode == 0 and list(json.loads((tmp_path / "fused" / "passes.json").read_text())) == ["fuse-synapses"]
     _assert_one_line_error(snnc("inspect", model, "--target", "loihi2", "--after", "nope"), "--after nope", "fuse-synapses")

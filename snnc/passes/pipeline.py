@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from snnc.errors import SnncError
 from snnc.passes import Pass
+from snnc.passes.canonicalize import Canonicalize
+from snnc.passes.delays import FoldDelays, SplitDelays
 from snnc.passes.fuse import FuseSynapses
 from snnc.passes.loihi import QuantizeLoihi
 from snnc.passes.spinnaker import QuantizeSpiNNaker
@@ -36,6 +38,9 @@ class PassOptions:
 
 #: Every pass by the name pipelines and --passes use.
 REGISTRY: dict[str, Callable[[Target, PassOptions], Pass]] = {
+    Canonicalize.name: lambda target, options: Canonicalize(),
+    FoldDelays.name: lambda target, options: FoldDelays(),
+    SplitDelays.name: lambda target, options: SplitDelays(target),
     FuseSynapses.name: lambda target, options: FuseSynapses(),
     QuantizeLoihi.name: lambda target, options: QuantizeLoihi(target),
     QuantizeSpiNNaker.name: lambda target, options: QuantizeSpiNNaker(target),
