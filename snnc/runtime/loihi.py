@@ -118,7 +118,5 @@ class LoihiNeuron(Neuron):
         return {name: trace.astype(np.int64) for name, trace in super().traces().items()}
 
 
-def check_spikes(name: str, values: np.ndarray) -> None:
-    # Every non-zero value must be a one; counting both needs no large temporary arrays.
-    if np.count_nonzero(values) != np.count_nonzero(values == 1):
-        raise SnncError(f"input {name!r} holds values other than 0 and 1; Loihi inputs are spikes")
+#: What the simulator runs for this arithmetic: (synapse kernel, neuron kernel).
+KERNELS = (LoihiSynapse, LoihiNeuron)

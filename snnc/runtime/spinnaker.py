@@ -182,6 +182,5 @@ class SpiNNakerNeuron(Neuron):
         return fired
 
 
-def check_spikes(name: str, values: np.ndarray) -> None:
-    if not np.isin(values, (0, 1)).all():
-        raise SnncError(f"input {name!r} holds values other than 0 and 1; SpiNNaker inputs are spike sources")
+#: What the simulator runs for this arithmetic: (synapse kernel, neuron kernel).
+KERNELS = (SpiNNakerSynapse, SpiNNakerNeuron)
