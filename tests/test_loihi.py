@@ -94,13 +94,23 @@ def test_fixed_point_follows_the_float_network():
     (lambda g: setattr(g["lif0"].op, "reset", "subtract"), "resets by subtraction"),
     (lambda g: setattr(g["lif0"].op, "v_reset", np.full(30, 0.2)), "resets to a non-zero value"),
     (lambda g: setattr(g["lif0"].op, "v_decay", np.linspace(0.5, 0.9, 30)), "v_decay differs between neurons"),
-    (lambda g: setattr(g["fc0"].op, "delay", np.full((30, 40), 64)), "at most 63"),
 ])
 def test_what_lava_cannot_hold_is_refused_by_node(change, fragment):
     graph = mlp(np.random.default_rng(2))
     change(graph)
     with pytest.raises(IRError, match=fragment):
         lower(graph, LOIHI2)
+
+
+def test_delays_beyond_loihi2s_limit_are_relayed_or_refused():
+    graph = mlp(np.random.default_rng(2))
+    graph["fc0"].op.delay = np.full((30, 40), 64)
+    lowered, reports = lower(graph, LOIHI2)  # the pipeline splits them through relay neurons
+    assert reports["split-delays"]["relays"] and max(
+        int(n.annotations["loihi"]["delays"].max()) for n in lowered
+        if isinstance(n.op, ir.Affine) and n.annotations["loihi"]["delays"] is not None) <= 63
+    with pytest.raises(IRError, match="'fc0': has a delay of 64 steps; loihi2 holds at most 63"):
+        lower(graph, LOIHI2, passes=["fuse-synapses", "quantize-loihi"])
 
 
 def test_loihi_inputs_must_be_spikes():
