@@ -5,7 +5,8 @@ the threshold, the synapses and the target's number formats, then writes every p
 integers of Lava's LIF (du, dv, vth, bias_mant, bias_exp) and Dense/DelayDense (weights,
 weight_exp, delays) into node annotations under ``"loihi"``. The graph's float parameters stay, so
 the float and fixed-point simulations run from the same IR. docs/semantics.md, section 6, gives the
-mapping as formulas.
+mapping as formulas. A synapse group that quantize-weights quantized keeps its mantissas as Lava's
+weights: vth is chosen to put the group's step on Lava's grid (docs/quantization.md).
 """
 
 from __future__ import annotations
@@ -101,16 +102,20 @@ class QuantizeLoihi(Pass):
             if graph[s].op.bias is not None:
                 bias = bias + graph[s].op.bias.ravel() * bias_gain / threshold
 
-        # vth is the largest integer for which (a) the strongest synapse's mantissa fits with the
-        # largest weight exponent and (b) one step of every input at once stays inside the 24-bit v.
+        # vth is at most the largest integer for which (a) every group's strongest synapse fits its
+        # mantissa with the largest weight exponent and (b) one step of every input at once stays
+        # inside the 24-bit v.
         unity = 1 << ACTIVATION_SHIFT
-        strongest = max((np.abs(w).max(initial=0.0) for w in weights.values()), default=0.0)
         swing = max(float((sum(np.abs(w).sum(axis=1) for w in weights.values()) + np.abs(bias)).max()), 1.0)
         limits = [(1 << formats["threshold_mantissa_bits"]) - 1,
                   ((1 << (formats["v_bits"] - 1)) - 1) // (unity * (1 + swing))]
-        if strongest > 0:
-            limits.append(MANTISSA_MAX * WEIGHT_STEP * (1 << formats["weight_exponent_max"]) / strongest)
-        vth = max(int(min(limits)), 1)
+        steps = self._quantized_steps(graph, synapses, gain / threshold)
+        tops = {s: 2 ** (graph[s].annotations["quant"]["bits"] - 1) - 1 if s in steps else MANTISSA_MAX
+                for s in synapses}
+        for s, w in weights.items():
+            if np.any(w):
+                limits.append(tops[s] * WEIGHT_STEP * (1 << formats["weight_exponent_max"]) / np.abs(w).max())
+        vth = self._threshold(weights, steps, tops, max(int(min(limits)), 1))
         state_scale = vth * unity  # integer v per unit of v / v_threshold
 
         decay_max = (1 << formats["decay_bits"]) - 1
@@ -131,25 +136,77 @@ class QuantizeLoihi(Pass):
         if current:
             report["i_decay"] = {"float": i_decay, "fixed": (DECAY_UNITY - 1 - du) / DECAY_UNITY}
         for s in synapses:
-            report["synapses"][s] = self._synapse(graph[s], weights[s] * state_scale, state_scale)
+            report["synapses"][s] = self._synapse(graph[s], weights[s] * state_scale, state_scale, tops[s])
         self.populations[node.name] = report
 
-    def _synapse(self, node, scaled: np.ndarray, state_scale: int) -> dict:
+    def _quantized_steps(self, graph: Graph, synapses: list[str], units: np.ndarray) -> dict[str, float]:
+        """The synapse groups whose mantissas quantize-weights fixed (annotation ``quant``) with one
+        step for every neuron (a layer scale, and the same threshold and gain throughout), and that
+        step in units of threshold. Only such a group can keep its mantissas on Lava, whose LIF has
+        one vth; a group with per-channel steps is rounded onto Lava's 8 bits like any other."""
+        steps = {}
+        for s in synapses:
+            quant = graph[s].annotations.get("quant")
+            if quant is None:
+                continue
+            scale = np.broadcast_to(np.asarray(quant["scale"], np.float64), units.shape)
+            if not np.array_equal(graph[s].op.weight, quant["mantissa"] * scale[:, None]):
+                raise IRError(s, "its weights are no longer its quantization (annotation 'quant'); run "
+                                 "quantize-weights after every pass that changes weights")
+            step = (scale * units)[np.any(quant["mantissa"] != 0, axis=1)]
+            if step.size and np.allclose(step, step[0], rtol=1e-12, atol=0.0):
+                steps[s] = float(step[0])
+        return steps
+
+    def _threshold(self, weights: dict[str, np.ndarray], steps: dict[str, float], tops: dict[str, int],
+                   largest: int) -> int:
+        """The population's vth: the largest allowed, or one that puts a quantized group's step ``r``
+        (in units of threshold) on Lava's grid of ``2·2^e`` per unit of vth: ``vth`` is ``2^(e+1) / r``
+        rounded down or up, with ``e >= 0`` (Lava's right shifts floor). Lava's weights are then twice
+        the group's mantissas and the only error left is vth's rounding, less than ``1 / vth`` of each
+        weight. Of these candidates the one whose Lava weights differ least from the IR's wins, the
+        larger on ties."""
+        formats = self.target.formats
+        candidates = {largest}
+        for step in steps.values():
+            for exponent in range(max(formats["weight_exponent_min"], 0), formats["weight_exponent_max"] + 1):
+                exact = 2.0 ** (exponent + 1) / step
+                candidates.update(vth for vth in (math.floor(exact), math.ceil(exact)) if 1 <= vth <= largest)
+        unity = 1 << ACTIVATION_SHIFT
+        synapses = {s: w[w != 0] for s, w in weights.items()}  # zeros stay zero at every vth
+
+        def error(vth: int) -> float:
+            return max((self._lava_weights(w * vth * unity, tops[s])[2] / (vth * unity) for s, w in synapses.items()),
+                       default=0.0)
+
+        return min(sorted(candidates, reverse=True), key=error)
+
+    def _lava_weights(self, scaled: np.ndarray, top: int) -> tuple[np.ndarray, int, float]:
+        """A synapse matrix in units of integer v as Lava's mantissas and weight exponent: the smallest
+        exponent whose rounded mantissas fit ``[-top - 1, top]`` (8 bits, or the bits of a quantized
+        group). Returns the mantissas, the exponent and the largest error in units of integer v."""
+        formats = self.target.formats
+        high, low = scaled.max(initial=0.0), scaled.min(initial=0.0)
+        for exponent in range(formats["weight_exponent_min"], formats["weight_exponent_max"] + 1):
+            step = WEIGHT_STEP * (1 << ACTIVATION_SHIFT) * 2.0 ** exponent
+            if np.rint(high / step) <= top and np.rint(low / step) >= -top - 1:
+                break
+        mantissa = np.clip(np.rint(scaled / step), -MANTISSA_MAX - 1, MANTISSA_MAX).astype(np.int64)
+        return mantissa, exponent, float(np.abs(mantissa * step - scaled).max(initial=0.0))
+
+    def _synapse(self, node, scaled: np.ndarray, state_scale: int, top: int) -> dict:
         """Write one synapse matrix (already in units of integer v) as Lava weights and exponent."""
         formats = self.target.formats
         if node.op.delay is not None and node.op.delay.max(initial=0) > formats["max_delay"]:
             raise IRError(node.name, f"has a delay of {int(node.op.delay.max())} steps; {self.target.name} holds "
                                      f"at most {formats['max_delay']} (split longer delays into chains)")
-        largest = np.abs(scaled).max(initial=0.0)
-        unity = 1 << ACTIVATION_SHIFT
-        exponent = int(np.clip(_power_of_two_exponent(largest, MANTISSA_MAX * WEIGHT_STEP * unity),
-                               formats["weight_exponent_min"], formats["weight_exponent_max"]))
-        step = WEIGHT_STEP * unity * 2.0 ** exponent
-        mantissa = np.clip(np.rint(scaled / step), -MANTISSA_MAX - 1, MANTISSA_MAX).astype(np.int64)
+        mantissa, exponent, error = self._lava_weights(scaled, top)
         node.annotations["loihi"] = {"weights": (mantissa * WEIGHT_STEP).astype(np.int32), "weight_exp": exponent,
                                      "delays": None if node.op.delay is None else node.op.delay.astype(np.int64)}
-        error = np.abs(mantissa * step - scaled) / state_scale
-        return {"weight_exp": exponent, "max_error_per_unit_threshold": float(error.max(initial=0.0)),
-                "nonzero": int(np.count_nonzero(mantissa)),
-                "zeroed_by_rounding": int(np.count_nonzero(scaled) - np.count_nonzero(mantissa))}
+        report = {"weight_exp": exponent, "max_error_per_unit_threshold": error / state_scale,
+                  "nonzero": int(np.count_nonzero(mantissa)),
+                  "zeroed_by_rounding": int(np.count_nonzero(scaled) - np.count_nonzero(mantissa))}
+        if "quant" in node.annotations:
+            report["mantissas_kept"] = bool(np.array_equal(mantissa, node.annotations["quant"]["mantissa"]))
+        return report
 

@@ -144,9 +144,11 @@ class TappedSynapse(Kernel):
 
     def __init__(self, node, dtype, weights: np.ndarray, delays: np.ndarray | None, latency: int = 0):
         super().__init__(node, dtype)
-        delays = np.zeros(weights.shape, np.int64) if delays is None else delays
         #: (steps back, W^T restricted to the synapses of that delay), for each delay in use.
-        self.taps = [(int(d) + latency, np.where(delays == d, weights, 0).T) for d in np.unique(delays)]
+        if delays is None or not delays.any():  # no need to sort a large matrix of zeros
+            self.taps = [(latency, weights.T)]
+        else:
+            self.taps = [(int(d) + latency, np.where(delays == d, weights, 0).T) for d in np.unique(delays)]
         self.line = DelayLine(max(shift for shift, _ in self.taps))
 
     def reset(self, batch):
