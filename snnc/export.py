@@ -1,0 +1,129 @@
+"""Export an snnc graph, or a PyTorch model, to ONNX in snnc's operator domain (``docs/onnx.md``).
+
+ONNX has no spiking neuron, so neurons, delays and the other operations standard ONNX lacks become
+nodes of the domain ``ai.snnc``, one per IR node, whose attributes are the IR's parameters exactly
+(float64 tensors, integers, strings). Synapses that standard ONNX expresses exactly (a Gemm for an
+Affine without delays on a vector, a Conv) stay standard, so that generic tools can read them. A
+node with several inputs sums them (standard nodes get a ``Sum`` in front). ONNX graphs have no
+cycles: a recurrent edge leaves its source as a state output and returns as a state input (the last
+inputs and outputs, counted in the ``snnc.states`` metadata), which ``snnc.frontend.onnx`` turns
+back into the recurrent edge. The round trip is lossless.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from snnc import ir
+from snnc.errors import ExportError
+from snnc.frontend.onnx import DOMAIN, META_DT, META_GRAPH, META_STATES
+
+#: The standard ONNX opset the exported files use (Gemm, Conv, Sum, Identity).
+OPSET = 17
+
+
+def to_onnx(model, example_input=None, path: str | Path | None = None) -> onnx.ModelProto:
+    """The ONNX model of ``model``: an ``ir.Graph``, or a PyTorch module, which is first imported
+    with ``snnc.frontend.torch.from_module(model, example_input)``. Written to ``path`` if given."""
+    if isinstance(model, ir.Graph):
+        graph = model
+    else:
+        from snnc.frontend.torch import from_module
+
+        graph = from_module(model, example_input)
+    proto = _Writer(ir.verify(graph)).model()
+    if path is not None:
+        onnx.save(proto, str(path))
+    return proto
+
+
+class _Writer:
+    def __init__(self, graph: ir.Graph):
+        self.graph = graph
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+        self.recurrent = sorted({s for s, _ in graph.recurrent_edges}, key=graph.schedule.index)
+        self.previous = {}
+        for source in self.recurrent:
+            name = f"{source}.previous"
+            while name in graph.nodes:
+                name += "_"
+            self.previous[source] = name
+
+    def model(self) -> onnx.ModelProto:
+        graph = self.graph
+        for name in graph.schedule:
+            node = graph[name]
+            if not isinstance(node.op, ir.Input):
+                self._node(node)
+        inputs = [_value(n, graph[n].output_shape) for n in graph.inputs]
+        inputs += [_value(self.previous[s], graph[s].output_shape) for s in self.recurrent]
+        outputs = [_value(n, graph[n].output_shape) for n in graph.outputs]
+        outputs += [_value(s, graph[s].output_shape) for s in self.recurrent]
+        body = helper.make_graph(self.nodes, graph.name or "main", inputs, outputs, self.initializers)
+        model = helper.make_model(body, producer_name="snnc",
+                                  opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, 1)])
+        try:
+            metadata = json.dumps(graph.metadata)
+        except TypeError as e:
+            raise ExportError(f"graph metadata cannot be written to ONNX ({e})") from None
+        helper.set_model_props(model, {META_DT: repr(graph.dt), META_STATES: str(len(self.recurrent)),
+                                       META_GRAPH: metadata})
+        onnx.checker.check_model(model)
+        return model
+
+    def _inputs(self, name: str) -> list[str]:
+        recurrent = self.graph.recurrent_edges
+        return [self.previous[p] if (p, name) in recurrent else p for p in self.graph.predecessors(name)]
+
+    def _summed(self, name: str) -> str:
+        """One tensor holding the sum of the node's inputs, as a standard node needs."""
+        inputs = self._inputs(name)
+        if len(inputs) == 1:
+            return inputs[0]
+        self.nodes.append(helper.make_node("Sum", inputs, [f"{name}.sum"], name=f"{name}.sum"))
+        return f"{name}.sum"
+
+    def _initializer(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def _node(self, node: ir.Node) -> None:
+        op, name = node.op, node.name
+        if isinstance(op, ir.Output):
+            inputs = self._inputs(name)
+            self.nodes.append(helper.make_node("Identity" if len(inputs) == 1 else "Sum", inputs, [name], name=name))
+        elif isinstance(op, ir.Affine) and op.delay is None and op.out_shape is None and len(node.input_shape) == 1:
+            inputs = [self._summed(name), self._initializer(f"{name}.weight", op.weight)]
+            if op.bias is not None:
+                inputs.append(self._initializer(f"{name}.bias", op.bias))
+            self.nodes.append(helper.make_node("Gemm", inputs, [name], name=name, transB=1))
+        elif isinstance(op, (ir.Conv1d, ir.Conv2d)):
+            inputs = [self._summed(name), self._initializer(f"{name}.weight", op.weight)]
+            if op.bias is not None:
+                inputs.append(self._initializer(f"{name}.bias", op.bias))
+            self.nodes.append(helper.make_node("Conv", inputs, [name], name=name, strides=list(op.stride),
+                                               pads=list(op.padding) * 2, dilations=list(op.dilation),
+                                               group=op.groups))
+        else:
+            attributes = {k: v for k, v in op.fields().items() if v is not None}
+            self.nodes.append(helper.make_node(op.kind, self._inputs(name), [name], name=name, domain=DOMAIN,
+                                               **{k: _attribute(v) for k, v in attributes.items()}))
+
+
+def _attribute(value):
+    """An IR parameter as an ONNX attribute value that reads back as the same Python value."""
+    if isinstance(value, np.ndarray):
+        return numpy_helper.from_array(value)
+    if isinstance(value, tuple):
+        return [int(v) for v in value]
+    return value
+
+
+def _value(name: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.DOUBLE, ["batch", *shape])
