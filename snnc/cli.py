@@ -76,10 +76,15 @@ def cmd_inspect(args) -> int:
     graph = load_model(args.model, dt=args.dt, reset=args.reset)
     if args.target or args.after:
         graph = _lower_until(graph, args)
-    text = FORMATS[args.format](graph)
-    lowering = Path(args.model) / "network.json"
-    if args.format == "text" and lowering.is_file():
-        text += _lowering_table(json.loads(lowering.read_text()))
+    if args.mapping:
+        from snnc.passes.mapping import mapping_text
+
+        text = mapping_text(graph)
+    else:
+        text = FORMATS[args.format](graph)
+        lowering = Path(args.model) / "network.json"
+        if args.format == "text" and lowering.is_file():
+            text += _lowering_table(json.loads(lowering.read_text()))
     if args.output:
         atomic_write(Path(args.output), lambda p: p.write_text(text))
     else:
@@ -245,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("-o", "--output", help="write to this file instead of stdout")
     inspect.add_argument("--target", help="lower for this target first (its pipeline of passes)")
     inspect.add_argument("--after", metavar="PASS", help="show the IR after this pass of the pipeline")
+    inspect.add_argument("--mapping", action="store_true",
+                         help="print how map-cores placed the populations: cores, fill of each limit, traffic, links")
     _pass_options(inspect)
     _model_options(inspect)
     inspect.set_defaults(handler=cmd_inspect)

@@ -72,4 +72,5 @@ def test_a_user_adds_a_target_by_writing_one_file(tmp_path):
     assert snnc("compile", model, "--target", path, "-o", tmp_path / "art").returncode == 0
     result = snnc("run", tmp_path / "art", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
     assert result.returncode == 0, result.stderr
-    assert "small_loihi" in result.stdout and "cores                    3" in result.stdout  # 12 neurons need 2 cores of 8
+    # 12 + 3 neurons on cores of 8: the mapping packs them into the lower bound of 2 cores
+    assert "small_loihi" in result.stdout and "cores                    2" in result.stdout

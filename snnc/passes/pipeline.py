@@ -16,6 +16,9 @@ from snnc.passes.canonicalize import Canonicalize
 from snnc.passes.delays import FoldDelays, SplitDelays
 from snnc.passes.fuse import FuseSynapses
 from snnc.passes.loihi import QuantizeLoihi
+from snnc.passes.mapping import MapCores
+from snnc.passes.quantize import QuantizeWeights
+from snnc.passes.sparsify import Sparsify
 from snnc.passes.spinnaker import QuantizeSpiNNaker
 from snnc.targets import Target
 
@@ -42,8 +45,12 @@ REGISTRY: dict[str, Callable[[Target, PassOptions], Pass]] = {
     FoldDelays.name: lambda target, options: FoldDelays(),
     SplitDelays.name: lambda target, options: SplitDelays(target),
     FuseSynapses.name: lambda target, options: FuseSynapses(),
+    Sparsify.name: lambda target, options: Sparsify(target, options.sparsity, calibration=options.calibration),
+    QuantizeWeights.name: lambda target, options: QuantizeWeights(target, options.weight_bits, options.quantization,
+                                                                  options.granularity, options.calibration),
     QuantizeLoihi.name: lambda target, options: QuantizeLoihi(target),
     QuantizeSpiNNaker.name: lambda target, options: QuantizeSpiNNaker(target),
+    MapCores.name: lambda target, options: MapCores(target, options.calibration),
 }
 
 

@@ -237,12 +237,13 @@ def _route(source: tuple[int, int], destination: tuple[int, int], layout: Layout
 def cost_model(graph: Graph, target: Target, activity: Activity, placement: Placement | None = None) -> CostReport:
     """Count, time and price what ``graph`` does on ``target`` for the spikes of ``activity``.
 
-    ``placement`` defaults to ``default_placement``. For a target without hardware (``sim``) the
-    report has counts only (spikes, synaptic operations, neuron updates), with time and energy None.
+    ``placement`` defaults to the one map-cores wrote into the graph (``Placement.from_graph``), else
+    ``default_placement``. For a target without hardware (``sim``) the report has counts only
+    (spikes, synaptic operations, neuron updates), with time and energy None.
     """
     network = _population_form(graph)
     if target.has_hardware:
-        placement = placement or default_placement(graph, target)
+        placement = placement or Placement.from_graph(graph, target) or default_placement(graph, target)
         placement.check(network.neurons, target.core["neurons"])
         pieces = placement.all_pieces()
     elif placement is not None:

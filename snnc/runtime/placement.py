@@ -1,10 +1,11 @@
 """Where each neuron lives: populations cut into pieces, pieces on cores, cores on tiles and chips.
 
 The cost model needs a placement to know which spikes cross between cores and how far they travel.
-Until a partitioning pass exists, ``default_placement`` gives a documented, predictable one (see
-docs/cost-model.md): populations in schedule order, cut at the core's neuron limit, one population
-per core. Input nodes are not placed: their spikes come from the host and enter the mesh at tile
-(0, 0) of chip 0.
+The ``map-cores`` pass (snnc/passes/mapping.py, docs/mapping.md) writes one into the IR as
+annotations, which ``Placement.from_graph`` reads back; without it, ``default_placement`` gives a
+documented, predictable one (see docs/cost-model.md): populations in schedule order, cut at the
+core's neuron limit, one population per core. Input nodes are not placed: their spikes come from
+the host and enter the mesh at tile (0, 0) of chip 0.
 
 Cores are numbered so that the index alone gives the position: cores within a tile first, then
 tiles row-major (x fastest) within a chip, then chips row-major on the board. The chips' tile
@@ -63,6 +64,11 @@ class Layout:
         chip_y, chip_x = divmod(where.chip, self.board_width)
         return chip_x * self.mesh_width + where.tile_x, chip_y * self.mesh_height + where.tile_y
 
+    def core_at(self, x: int, y: int, core_in_tile: int = 0) -> int:
+        """The index of core ``core_in_tile`` of the tile at (x, y) on the board-wide mesh."""
+        chip, tile_x, tile_y = self.tile_at(x, y)
+        return ((chip * self.mesh_height + tile_y) * self.mesh_width + tile_x) * self.cores_per_tile + core_in_tile
+
     def tile_at(self, x: int, y: int) -> tuple[int, int, int]:
         """(chip, tile_x, tile_y) of a position on the board-wide mesh."""
         chip_x, tile_x = divmod(x, self.mesh_width)
@@ -90,6 +96,22 @@ class Placement:
 
     layout: Layout
     pieces: dict[str, list[Piece]]
+
+    @classmethod
+    def from_graph(cls, graph: Graph, target: Target) -> Placement | None:
+        """The placement that map-cores wrote into ``graph`` (``annotations["placement"]`` on every
+        neuron population), or None when the graph carries none. A graph mapped for another target
+        is refused: its cores mean nothing on this one."""
+        placed = {name: graph[name].annotations["placement"] for name in neuron_populations(graph)
+                  if "placement" in graph[name].annotations}
+        if not placed:
+            return None
+        mapped_for = graph.metadata.get("mapping", {}).get("target")
+        if mapped_for != target.name:
+            raise SnncError(f"the graph's placement was made by map-cores for target {mapped_for!r}, not "
+                            f"{target.name!r}; compile it again for {target.name!r}")
+        return cls(Layout.of(target), {name: [Piece(name, int(p["core"]), int(p["start"]), int(p["stop"]))
+                                              for p in pieces] for name, pieces in placed.items()})
 
     def all_pieces(self) -> list[Piece]:
         return [piece for pieces in self.pieces.values() for piece in pieces]
