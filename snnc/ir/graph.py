@@ -40,6 +40,10 @@ class Graph:
         self.metadata = dict(metadata or {})
         self.nodes: dict[str, Node] = {}
         self.edges: list[tuple[str, str]] = []
+        # Each node's neighbours in edge order, kept with the edges: passes ask for them once per
+        # node, and scanning the edge list each time made large graphs quadratic.
+        self._predecessors: dict[str, list[str]] = {}
+        self._successors: dict[str, list[str]] = {}
 
     # -- building
 
@@ -50,6 +54,7 @@ class Graph:
             raise IRError(name, "a node of this name exists already")
         node = Node(name, op, dict(annotations or {}))
         self.nodes[name] = node
+        self._predecessors[name], self._successors[name] = [], []
         self._changed()
         return node
 
@@ -57,19 +62,28 @@ class Graph:
         for name in (source, target):
             if name not in self.nodes:
                 raise IRError(name, f"edge {source!r} -> {target!r} names a node that does not exist")
-        if (source, target) in self.edges:
+        if source in self._predecessors[target]:
             raise IRError(target, f"edge {source!r} -> {target!r} exists already")
         self.edges.append((source, target))
+        self._predecessors[target].append(source)
+        self._successors[source].append(target)
         self._changed()
 
     def remove(self, name: str) -> None:
         """Remove a node and every edge that touches it."""
         del self.nodes[name]
         self.edges = [e for e in self.edges if name not in e]
+        for source in self._predecessors.pop(name):
+            self._successors[source] = [t for t in self._successors[source] if t != name]
+        for target in self._successors.pop(name):
+            if target in self._predecessors:
+                self._predecessors[target] = [s for s in self._predecessors[target] if s != name]
         self._changed()
 
     def disconnect(self, source: str, target: str) -> None:
         self.edges.remove((source, target))
+        self._predecessors[target].remove(source)
+        self._successors[source].remove(target)
         self._changed()
 
     def _changed(self) -> None:
@@ -97,10 +111,10 @@ class Graph:
         return len(self.nodes)
 
     def predecessors(self, name: str) -> list[str]:
-        return [s for s, t in self.edges if t == name]
+        return list(self._predecessors[name])
 
     def successors(self, name: str) -> list[str]:
-        return [t for s, t in self.edges if s == name]
+        return list(self._successors[name])
 
     @property
     def inputs(self) -> list[str]:
