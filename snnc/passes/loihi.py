@@ -16,10 +16,8 @@ import math
 import numpy as np
 
 from snnc.errors import IRError
-from snnc.ir import IF, LIF, CubaLIF, Graph, Input, Output
-from snnc.passes import Pass
-from snnc.passes.fuse import is_population_form
-from snnc.targets import Target
+from snnc.ir import Graph
+from snnc.passes.fixed_point import QuantizePopulations
 
 #: Lava's decays are 12-bit: a decay factor of (4096 - d) / 4096.
 DECAY_UNITY = 4096
@@ -29,7 +27,6 @@ ACTIVATION_SHIFT = 6
 #: [-256, 254] unchanged (mixed mode truncates the lowest bit), so no weight is altered by Lava.
 MANTISSA_MAX = 127
 WEIGHT_STEP = 2
-SPIKING = (LIF, IF, CubaLIF)
 
 
 def _uniform(node, name: str, values: np.ndarray) -> float:
@@ -45,38 +42,12 @@ def _power_of_two_exponent(value: float, limit: float) -> int:
     return 0 if value <= 0 else math.ceil(math.log2(value / limit))
 
 
-class QuantizeLoihi(Pass):
+class QuantizeLoihi(QuantizePopulations):
     name = "quantize-loihi"
+    arithmetic = "loihi"
+    chip = "Lava's Loihi"
 
-    def __init__(self, target: Target):
-        if target.arithmetic != "loihi":
-            raise ValueError(f"QuantizeLoihi needs a loihi-arithmetic target, got {target.name}")
-        self.target = target
-        self.populations: dict[str, dict] = {}
-
-    def report(self) -> dict:
-        return {"target": self.target.name, "populations": self.populations}
-
-    def run(self, graph: Graph) -> Graph:
-        if not is_population_form(graph):
-            raise IRError(None, "quantize-loihi needs a graph in population form: run fuse-synapses first")
-        graph = graph.copy()
-        self.populations = {}
-        for node in graph:
-            if isinstance(node.op, Output):
-                for source in graph.predecessors(node.name):
-                    if not isinstance(graph[source].op, (*SPIKING, Input)):
-                        raise IRError(node.name, f"reads {source!r}, but Loihi outputs are spikes of a spiking "
-                                                 "population or an input")
-            elif node.op.stateful:
-                if not isinstance(node.op, SPIKING):
-                    raise IRError(node.name, f"{node.op.kind} does not spike; Lava's fixed-point LIF models "
-                                             "only spiking LIF, IF and CubaLIF populations")
-                self._population(graph, node)
-        graph.metadata = {**graph.metadata, "arithmetic": "loihi", "target": self.target.name}
-        return graph
-
-    def _population(self, graph: Graph, node) -> None:
+    def population(self, graph: Graph, node) -> None:
         formats = self.target.formats
         d = node.op.dynamics()
         per_neuron = lambda a: np.broadcast_to(np.asarray(a, np.float64), node.output_shape).ravel()  # noqa: E731

@@ -22,10 +22,8 @@ import math
 import numpy as np
 
 from snnc.errors import IRError
-from snnc.ir import IF, LIF, CubaLIF, Graph, Input, Output
-from snnc.passes import Pass
-from snnc.passes.fuse import is_population_form
-from snnc.targets import Target
+from snnc.ir import Graph
+from snnc.passes.fixed_point import QuantizePopulations
 
 #: s16.15 (``accum``, sPyNNaker's REAL): 1.0 is 2**15.
 ONE = 1 << 15
@@ -33,7 +31,6 @@ ONE = 1 << 15
 U032_ONE = 1 << 32
 #: The pass keeps every state magnitude below this, half of s16.15's 2**16, as headroom for rounding.
 HEADROOM = 1 << 15
-SPIKING = (LIF, IF, CubaLIF)
 
 
 def _ring_buffer_shift(largest: float) -> int:
@@ -45,41 +42,18 @@ def _ring_buffer_shift(largest: float) -> int:
     return shift + 1 if 2 ** shift <= largest else shift
 
 
-class QuantizeSpiNNaker(Pass):
+class QuantizeSpiNNaker(QuantizePopulations):
     name = "quantize-spinnaker"
+    arithmetic = "spinnaker"
+    chip = "sPyNNaker"
 
-    def __init__(self, target: Target):
-        if target.arithmetic != "spinnaker":
-            raise ValueError(f"QuantizeSpiNNaker needs a spinnaker-arithmetic target, got {target.name}")
-        self.target = target
-        self.populations: dict[str, dict] = {}
-
-    def report(self) -> dict:
-        return {"target": self.target.name, "populations": self.populations}
-
-    def run(self, graph: Graph) -> Graph:
-        if not is_population_form(graph):
-            raise IRError(None, "quantize-spinnaker needs a graph in population form: run fuse-synapses first")
-        ts = round(graph.dt * 1000 * ONE)  # the time step in ms, as sPyNNaker's DataType.S1615 writes it
-        if not 0 < ts < 1 << 31:
+    def prepare(self, graph: Graph) -> None:
+        self.ts = round(graph.dt * 1000 * ONE)  # the time step in ms, as sPyNNaker's DataType.S1615 writes it
+        if not 0 < self.ts < 1 << 31:
             raise IRError(None, f"the time step dt={graph.dt} s is not an s16.15 number of milliseconds")
-        graph = graph.copy()
-        self.populations = {}
-        for node in graph:
-            if isinstance(node.op, Output):
-                for source in graph.predecessors(node.name):
-                    if not isinstance(graph[source].op, (*SPIKING, Input)):
-                        raise IRError(node.name, f"reads {source!r}, but SpiNNaker records spikes of a spiking "
-                                                 "population or a spike source")
-            elif node.op.stateful:
-                if not isinstance(node.op, SPIKING):
-                    raise IRError(node.name, f"{node.op.kind} does not spike; sPyNNaker's fixed-point models "
-                                             "are spiking LIF, IF and CubaLIF populations")
-                self._population(graph, node, ts)
-        graph.metadata = {**graph.metadata, "arithmetic": "spinnaker", "target": self.target.name}
-        return graph
 
-    def _population(self, graph: Graph, node, ts: int) -> None:
+    def population(self, graph: Graph, node) -> None:
+        ts = self.ts
         d = node.op.dynamics()
         per_neuron = lambda a: np.broadcast_to(np.asarray(a, np.float64), node.output_shape).ravel()  # noqa: E731
         if d.reset == "subtract":
