@@ -85,6 +85,9 @@ def cmd_inspect(args) -> int:
         lowering = Path(args.model) / "network.json"
         if args.format == "text" and lowering.is_file():
             text += _lowering_table(json.loads(lowering.read_text()))
+        reports = Path(args.model) / "passes.json"
+        if args.format == "text" and reports.is_file():
+            text += _pass_reports(json.loads(reports.read_text()))
     if args.output:
         atomic_write(Path(args.output), lambda p: p.write_text(text))
     else:
@@ -112,6 +115,27 @@ def _lower_until(graph, args):
                             f"{target.name}; choose one of them, or give --passes")
         passes = passes[: names.index(args.after) + 1]
     return PassManager(passes).run(graph)
+
+
+def _pass_reports(reports: dict) -> str:
+    """passes.json as text for `snnc inspect ARTIFACT`: per pass, its settings, then one line per
+    layer, population or synapse group with its plain numbers (nested details stay in the JSON)."""
+
+    def plain(values: dict) -> str:
+        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+                        if isinstance(v, (int, float, str, bool)) and not isinstance(v, dict))
+
+    lines = ["passes (passes.json):"]
+    for name, report in reports.items():
+        lines.append(f"  {name}: {plain(report)}".rstrip())
+        for key, value in report.items():
+            if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
+                lines += [f"    {key} {entry}: {plain(fields)}".rstrip() for entry, fields in value.items()]
+            elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+                lines += [f"    {key}: {plain(fields)}".rstrip() for fields in value]
+            elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                lines += [f"    {key}: {entry}" for entry in value]
+    return "\n".join(lines) + "\n"
 
 
 def _lowering_table(described: dict) -> str:

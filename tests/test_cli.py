@@ -179,6 +179,11 @@ def test_pipelines_come_from_the_target_and_can_be_inspected_after_each_pass(tmp
         f"{i:02d}-{name}.txt" for i, name in enumerate(pipeline, start=1)]
     passes = json.loads((tmp_path / "art" / "passes.json").read_text())
     assert list(passes) == pipeline and "lif0" in passes["quantize-loihi"]["populations"]
+    shown = snnc("inspect", tmp_path / "art").stdout
+    reports = shown[shown.index("passes (passes.json):"):].splitlines()
+    assert [line.split(":")[0].strip() for line in reports if line.startswith("  ") and not line.startswith("    ")] == pipeline
+    vth = passes["quantize-loihi"]["populations"]["lif0"]["vth"]
+    assert f"    populations lif0: vth={vth} " in shown
     only_fused = snnc("compile", model, "--target", "sim", "--passes", "fuse-synapses", "-o", tmp_path / "fused")
     assert only_fused.returncode == 0 and list(json.loads((tmp_path / "fused" / "passes.json").read_text())) == ["fuse-synapses"]
     _assert_one_line_error(snnc("inspect", model, "--target", "loihi2", "--after", "nope"), "--after nope", "fuse-synapses")
