@@ -70,7 +70,8 @@ def to_bytes(graph: Graph) -> bytes:
         "edges": [list(e) for e in graph.edges],
     }
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    # Stored, not deflated: weights barely compress, and deflating hundreds of MB dominated compile time.
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("graph.json", json.dumps(document, indent=1))
         for i, array in enumerate(store.arrays):
             member = io.BytesIO()
