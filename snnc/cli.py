@@ -16,7 +16,7 @@ import numpy as np
 
 import snnc
 from snnc.errors import SnncError
-from snnc.files import atomic_write
+from snnc.files import atomic_write, load_arrays
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -54,19 +54,6 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help="time step in seconds for formats that store none (NIR; default 1e-4)")
     parser.add_argument("--reset", choices=("value", "subtract"), default=None,
                         help="reset mode of neurons for formats that store none (NIR; default value)")
-
-
-def _load_input(path: Path):
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SnncError("no such file") from None
-    except (OSError, ValueError) as e:
-        raise SnncError(f"not a readable .npy or .npz file ({e})") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            return {key: data[key] for key in data.files}
-    return data
 
 
 def cmd_inspect(args) -> int:
@@ -175,7 +162,7 @@ def cmd_run(args) -> int:
     graph = load_model(args.model, dt=args.dt, reset=args.reset)
     simulator = Simulator(graph, dtype=np.dtype(args.precision))
     try:
-        inputs = simulator.check_inputs(_load_input(Path(args.input)), args.steps)
+        inputs = simulator.check_inputs(load_arrays(args.input), args.steps)
     except SnncError as e:
         raise SnncError(f"--input {args.input}: {e}") from None
     started = time.perf_counter()

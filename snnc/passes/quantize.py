@@ -27,11 +27,11 @@ inputs (``Calibration``, which sparsify shares).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from snnc.errors import IRError, SnncError
+from snnc.files import load_arrays
 from snnc.ir import NEURONS, Affine, Graph, Input, Output
 from snnc.passes import Pass
 from snnc.passes.fuse import is_population_form
@@ -160,7 +160,10 @@ class Calibration:
             self.description = {"source": "random", "rate": RANDOM_RATE, "batch": RANDOM_BATCH,
                                 "steps": RANDOM_STEPS, "seed": RANDOM_SEED}
         else:
-            inputs = _load(path)
+            try:
+                inputs = load_arrays(path)
+            except SnncError as e:
+                raise SnncError(f"--calibration {path}: {e}") from None
             self.description = {"source": path}
         self.labels = inputs.pop(LABELS, None) if isinstance(inputs, dict) and LABELS not in graph.inputs else None
         # Checked as the graph's Inputs check them, by a graph of those Inputs alone (no kernels to build).
@@ -268,19 +271,6 @@ class Calibration:
 def _decisions(spikes: np.ndarray) -> np.ndarray:
     """Per sample, the neuron that spiked most: a rate-coded classifier's answer."""
     return spikes.reshape(*spikes.shape[:2], -1).sum(axis=1, dtype=np.int64).argmax(axis=1)
-
-
-def _load(path: str) -> np.ndarray | dict[str, np.ndarray]:
-    try:
-        data = np.load(Path(path), allow_pickle=False)
-    except FileNotFoundError:
-        raise SnncError(f"--calibration {path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise SnncError(f"--calibration {path}: not a readable .npy or .npz file ({e})") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            return {key: data[key] for key in data.files}
-    return data
 
 
 class QuantizeWeights(Pass):
