@@ -134,16 +134,16 @@ class SpiNNakerSynapse(TappedSynapse):
         return pack(sums[..., :size], sums[..., size:])
 
 
-class SpiNNakerNeuron(Neuron):
-    """sPyNNaker's IF_curr_exp, IF_curr_delta or IF_trunc_delta on a population's raw s16.15 values."""
+class NeuronModel:
+    """sPyNNaker's IF_curr_exp, IF_curr_delta or IF_trunc_delta on raw s16.15 values: one tick of
+    ``neuron_transfer`` and ``neuron_impl_do_timestep_update`` for neurons whose parameters ``fixed``
+    holds (per neuron, shaped ``shape``), as quantize-spinnaker writes them for a population and the
+    SpiNNaker backend's machine data for one core's slice of it."""
 
     state_names = ("exc", "inh", "v")
 
-    def __init__(self, node, dtype):
-        super().__init__(node, dtype)
-        fixed = _annotation(node)
-        self.exponential, self.leaky = MODELS[fixed["model"]]
-        shape = node.output_shape
+    def __init__(self, fixed: dict, shape: tuple[int, ...]):
+        self.exponential, self.leaky = MODELS[str(fixed["model"])]
         value = lambda key: np.asarray(fixed[key], np.int64).reshape(shape)  # noqa: E731
         self.shifts = np.asarray(fixed["ring_buffer_shifts"], np.int64)
         self.r_membrane, self.i_offset = np.int64(fixed["r_membrane"]), value("i_offset")
@@ -156,30 +156,45 @@ class SpiNNakerNeuron(Neuron):
         else:
             self.input_scale = np.int64(fixed["input_scale"])
 
-    def _synaptic_input(self, index: int, ring: np.ndarray) -> np.ndarray:
+    def _synaptic_input(self, state: dict, index: int, ring: np.ndarray) -> np.ndarray:
         """neuron_transfer, then the synapse type's add_input on the input shaped at the end of the
         previous step (the shaping moves to the start of this one: nothing reads it in between)."""
         arriving = wrap32(np.left_shift(np.minimum(ring, RING_BUFFER_MAX), self.shifts[index]))
         if not self.exponential:
             return arriving  # delta: shaping zeroed it, the input adds to zero
-        shaped = decay_s1615(self.state[SYNAPSE_TYPES[index]], self.decay[index])
+        shaped = decay_s1615(state[SYNAPSE_TYPES[index]], self.decay[index])
         return wrap32(shaped + decay_s1615(arriving, self.init[index]))
 
-    def update(self, x):
-        for index, ring in enumerate(unpack(x)):
-            self.state[SYNAPSE_TYPES[index]] = self._synaptic_input(index, ring)
-        exc, inh = self.state["exc"], self.state["inh"]
+    def step(self, state: dict, excitatory_ring: np.ndarray, inhibitory_ring: np.ndarray) -> np.ndarray:
+        """Advance ``state`` (``exc``, ``inh``, ``v``) by one tick on this tick's ring-buffer slots;
+        return which neurons fired."""
+        for index, ring in enumerate((excitatory_ring, inhibitory_ring)):
+            state[SYNAPSE_TYPES[index]] = self._synaptic_input(state, index, ring)
+        exc, inh = state["exc"], state["inh"]
         if not self.exponential:  # the delta input type turns the input into a current
             exc, inh = multiply(exc, self.input_scale), multiply(inh, self.input_scale)
         current = wrap32(wrap32(exc - inh) + self.i_offset)
         if self.leaky:
             alpha = wrap32(multiply(current, self.r_membrane) + self.v_rest)
-            v = wrap32(alpha - multiply(self.exp_tc, wrap32(alpha - self.state["v"])))
+            v = wrap32(alpha - multiply(self.exp_tc, wrap32(alpha - state["v"])))
         else:
-            v = np.maximum(wrap32(multiply(current, self.r_membrane) + self.state["v"]), self.v_reset)
+            v = np.maximum(wrap32(multiply(current, self.r_membrane) + state["v"]), self.v_reset)
         fired = v >= self.v_thresh
-        self.state["v"] = np.where(fired, self.v_reset, v)
+        state["v"] = np.where(fired, self.v_reset, v)
         return fired
+
+
+class SpiNNakerNeuron(Neuron):
+    """A population of the IR on sPyNNaker's neuron models, fed the packed ring-buffer sums."""
+
+    state_names = NeuronModel.state_names
+
+    def __init__(self, node, dtype):
+        super().__init__(node, dtype)
+        self.model = NeuronModel(_annotation(node), node.output_shape)
+
+    def update(self, x):
+        return self.model.step(self.state, *unpack(x))
 
 
 #: What the simulator runs for this arithmetic: (synapse kernel, neuron kernel).
