@@ -230,7 +230,6 @@ def test_a_spike_reaches_v_after_delay_plus_one_ticks():
 
 @pytest.mark.parametrize("change, node, fragment", [
     (lambda g: setattr(g["lif0"].op, "reset", "subtract"), "lif0", "resets by subtraction"),
-    (lambda g: setattr(g["fc0"].op, "delay", np.full((30, 40), 16)), "fc0", "delay-extension stages"),
     (lambda g: setattr(g["lif2"], "op", ir.LI(v_decay=np.array(0.9), v_gain=np.array(1.0), bias=np.array(0.0))),
      "lif2", "does not spike"),
 ])
@@ -239,6 +238,22 @@ def test_what_spinnaker_cannot_hold_is_refused_by_node(change, node, fragment):
     change(graph)
     with pytest.raises(IRError, match=f"node '{node}'.*{fragment}"):
         lower(graph, SPINNAKER)
+
+
+def test_delays_beyond_the_delay_extension_stages_are_relayed_or_refused():
+    """144 ticks fit (16 on the core, 8 stages of 16 in delay extensions); longer delays are relayed
+    by split-delays, and without it quantize-spinnaker names the synapse."""
+    assert SPINNAKER.longest_delay == 143
+    graph = mlp(np.random.default_rng(2))
+    graph["fc0"].op.delay = np.full((30, 40), 143)
+    lowered, _ = lower(graph, SPINNAKER)
+    assert lowered["fc0"].annotations["spinnaker"]["delays"].max() == 144
+    graph["fc0"].op.delay = np.full((30, 40), 144)
+    lowered, reports = lower(graph, SPINNAKER)
+    assert reports["split-delays"]["relays"][0]["synapses"] == "fc0"
+    passes = [p for p in SPINNAKER.pipeline if p != "split-delays"]
+    with pytest.raises(IRError, match="node 'fc0'.*beyond the 143 .*run split-delays"):
+        lower(graph, SPINNAKER, passes=passes)
 
 
 def test_a_delay_of_fifteen_steps_fits_sixteen_ticks():

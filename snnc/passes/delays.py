@@ -5,7 +5,8 @@
 edge, the step that edge carried (docs/semantics.md, section 2) is folded in too, so the network
 computes exactly what it did.
 
-``split-delays`` handles synapses whose delay exceeds the target's ``max_delay`` M: the source's
+``split-delays`` handles synapses whose delay exceeds the longest the target holds, M (its
+``max_delay``; on SpiNNaker with its delay-extension stages, ``Target.longest_delay``): the source's
 spikes are relayed through a chain of relay populations (one IF neuron per relayed source neuron,
 firing exactly when its input spiked), each hop holding at most M steps, and the long synapses read
 the last relay with the rest of the delay. In the IR's semantics a relay adds no latency, so the
@@ -57,7 +58,7 @@ class SplitDelays(Pass):
     name = "split-delays"
 
     def __init__(self, target: Target):
-        self.limit = int(target.formats.get("max_delay", 0)) if target.formats else 0
+        self.limit = target.longest_delay
         self.target = target
         self.relays: list[dict] = []
 

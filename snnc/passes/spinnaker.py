@@ -156,12 +156,11 @@ class QuantizeSpiNNaker(QuantizePopulations):
 
     def _synapse(self, node, scaled: np.ndarray, shifts: np.ndarray, v_per_value: np.ndarray) -> dict:
         """Write one synapse matrix (in s16.15 value units) as sPyNNaker's 16-bit magnitudes per type."""
-        limit = self.target.formats["max_delay"]
+        limit = self.target.longest_delay
         delays = (np.zeros(scaled.shape, np.int64) if node.op.delay is None else node.op.delay.astype(np.int64)) + 1
-        if delays.max(initial=1) > limit:
-            raise IRError(node.name, f"has a delay of {int(delays.max()) - 1} steps, {int(delays.max())} ticks on "
-                                     f"sPyNNaker, whose cores hold at most {limit}; longer delays need delay-extension "
-                                     "stages, which arrive with the SpiNNaker backend issue")
+        if delays.max(initial=1) > limit + 1:
+            raise IRError(node.name, f"has a delay of {int(delays.max()) - 1} steps, beyond the {limit} that "
+                                     f"{self.target.name}'s cores and delay-extension stages hold; run split-delays")
         step = 2.0 ** (shifts.astype(np.float64) - 15)  # the s16.15 value of one weight unit, per type
         excitatory = np.rint(np.clip(scaled, 0, None) / step[0]).astype(np.uint16)
         inhibitory = np.rint(np.clip(-scaled, 0, None) / step[1]).astype(np.uint16)

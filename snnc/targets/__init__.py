@@ -22,7 +22,7 @@ ARITHMETIC_FORMATS = {
     "loihi": ("weight_bits", "weight_exponent_min", "weight_exponent_max", "u_bits", "v_bits", "decay_bits",
               "threshold_mantissa_bits", "threshold_shift", "bias_mantissa_bits", "bias_exponent_max",
               "activation_bits", "max_delay"),
-    "spinnaker": ("weight_bits", "state_bits", "state_fraction_bits", "max_delay"),
+    "spinnaker": ("weight_bits", "state_bits", "state_fraction_bits", "max_delay", "delay_extension_stages"),
 }
 
 #: Integer-valued keys of each section, and keys of each section that hold numbers.
@@ -67,6 +67,17 @@ class Target:
     def has_hardware(self) -> bool:
         """False for the float target, which models no chip."""
         return bool(self.core)
+
+    @property
+    def longest_delay(self) -> int:
+        """The longest synaptic delay, in IR steps, that the chip holds without relay populations
+        (0: delays are not limited). A Loihi synapse holds ``max_delay``; a sPyNNaker core holds
+        ``max_delay`` ticks and each delay-extension stage ``max_delay`` more, where a delay of d
+        steps takes d + 1 ticks (docs/semantics.md, section 7)."""
+        limit = self.formats.get("max_delay", 0)
+        if self.arithmetic == "spinnaker":
+            return limit * (1 + self.formats["delay_extension_stages"]) - 1
+        return limit
 
     @property
     def cores_per_chip(self) -> int:
