@@ -165,6 +165,15 @@ def test_small_populations_share_cores_and_the_bound_counts_every_resource():
     assert sum(p.neurons for p in placed.all_pieces()) == 8
 
 
+def test_a_core_that_runs_one_population_gets_pieces_of_one_population():
+    """sPyNNaker's cores run one population slice each (populations_per_core = 1)."""
+    graph = populations({"in": 2, "a": 3, "b": 2, "c": 3}, {("in", "a"): np.ones((3, 2)), ("a", "b"): np.ones((2, 3)),
+                                                           ("b", "c"): np.ones((3, 2))})
+    out, mapper = mapped(graph, toy_target(neurons=4, populations_per_core=1))
+    assert [[p["population"] for p in core["pieces"]] for core in mapper.summary["per_core"]] == [["a"], ["b"], ["c"]]
+    assert load_target("spinnaker").core["populations_per_core"] == 1
+
+
 def test_the_sparsify_encoding_annotation_is_honoured_and_convolutions_share_their_kernels():
     rng = np.random.default_rng(0)
     graph = ir.Graph(dt=1e-3)

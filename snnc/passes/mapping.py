@@ -631,7 +631,8 @@ class MapCores(Pass):
                          max(1, math.ceil(math.log2(target.core["neurons"]))))
         bound = _lower_bound(network, limits)
         packings, failures = {}, []
-        for policy in POLICIES:
+        # A core that runs one population (sPyNNaker's cores) only takes the fresh-core policy.
+        for policy in ("fresh",) if target.core.get("populations_per_core") == 1 else POLICIES:
             try:
                 packings[policy] = _pack(network, limits, policy)
             except SnncError as e:

@@ -27,6 +27,9 @@ ARITHMETIC_FORMATS = {
 
 #: Integer-valued keys of each section, and keys of each section that hold numbers.
 _CORE = ("neurons", "fan_in_axons", "fan_out_axons", "synaptic_memory_bits", "synapse_bits")
+#: Core limits a target may leave out: without ``populations_per_core`` a core holds pieces of any
+#: number of populations.
+_CORE_OPTIONAL = ("populations_per_core",)
 _CHIP = ("cores_per_tile", "mesh_width", "mesh_height", "board_width", "board_height")
 _COSTS = ("synaptic_op", "neuron_update_inactive", "neuron_update_active", "spike_out", "message_out",
           "message_in", "hop_east_west", "hop_north_south", "chip_hop")
@@ -110,15 +113,17 @@ def _number(path: Path, where: str, entry, integer: bool, sources: dict) -> floa
     return value
 
 
-def _section(path: Path, document: dict, name: str, keys, integer: bool, sources: dict, signed=()) -> dict:
+def _section(path: Path, document: dict, name: str, keys, integer: bool, sources: dict, signed=(),
+             optional=()) -> dict:
     table = document.get(name, {})
     if not isinstance(table, dict):
         _fail(path, name, "must be a table")
-    unknown = set(table) - set(keys)
+    unknown = set(table) - set(keys) - set(optional)
     if unknown:
-        _fail(path, name, f"unknown keys {sorted(unknown)}; expected {list(keys)}")
+        _fail(path, name, f"unknown keys {sorted(unknown)}; expected {list(keys)}"
+                          + (f" and optionally {list(optional)}" if optional else ""))
     values = {}
-    for key in keys:
+    for key in (*keys, *(key for key in optional if key in table)):
         if key not in table:
             _fail(path, f"{name}.{key}", "is missing")
         values[key] = _number(path, f"{name}.{key}", table[key], integer, sources)
@@ -153,7 +158,7 @@ def parse_target(path: Path) -> Target:
         if extra:
             _fail(path, "float target", f"models no hardware; remove {sorted(extra)}")
         return target
-    target.core = _section(path, document, "core", _CORE, True, sources)
+    target.core = _section(path, document, "core", _CORE, True, sources, optional=_CORE_OPTIONAL)
     target.chip = _section(path, document, "chip", _CHIP, True, sources)
     costs = document.get("costs", {})
     if not isinstance(costs, dict):
