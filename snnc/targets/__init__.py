@@ -31,6 +31,8 @@ _CORE = ("neurons", "fan_in_axons", "fan_out_axons", "synaptic_memory_bits", "sy
 #: number of populations.
 _CORE_OPTIONAL = ("populations_per_core",)
 _CHIP = ("cores_per_tile", "mesh_width", "mesh_height", "board_width", "board_height")
+#: Keys of the [chip] table that only one arithmetic's chips have: a SpiNNaker router's table size.
+_ARITHMETIC_CHIP = {"spinnaker": ("router_entries",)}
 _COSTS = ("synaptic_op", "neuron_update_inactive", "neuron_update_active", "spike_out", "message_out",
           "message_in", "hop_east_west", "hop_north_south", "chip_hop")
 _COST_FIELDS = ("energy_j", "time_s")
@@ -159,7 +161,7 @@ def parse_target(path: Path) -> Target:
             _fail(path, "float target", f"models no hardware; remove {sorted(extra)}")
         return target
     target.core = _section(path, document, "core", _CORE, True, sources, optional=_CORE_OPTIONAL)
-    target.chip = _section(path, document, "chip", _CHIP, True, sources)
+    target.chip = _section(path, document, "chip", _CHIP + _ARITHMETIC_CHIP.get(arithmetic, ()), True, sources)
     costs = document.get("costs", {})
     if not isinstance(costs, dict):
         _fail(path, "costs", "must be a table")
