@@ -21,6 +21,8 @@ from snnc.ir import Graph, load, verify
 
 MANIFEST = "manifest.json"
 IR_FILE = "model.snnir"
+#: The target description the artifact was compiled for, copied in before any emitter runs.
+TARGET_FILE = "target.toml"
 
 
 def sha256(path: Path) -> str:

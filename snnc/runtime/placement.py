@@ -14,7 +14,7 @@ meshes join into one board-wide mesh of tiles, on which messages are routed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from math import prod
 
 from snnc.errors import SnncError
@@ -46,7 +46,7 @@ class Layout:
     def of(cls, target: Target) -> Layout:
         if not target.has_hardware:
             raise SnncError(f"target {target.name!r} models no hardware: it has no cores to place neurons on")
-        return cls(**target.chip)
+        return cls(**{f.name: target.chip[f.name] for f in fields(cls)})
 
     @property
     def cores(self) -> int:

@@ -1,0 +1,222 @@
+"""The machine-level SpiNNaker simulator: it executes the backend's machine data, not the IR.
+
+Each tick (neuron/c_main.c ``timer_callback``), for a batch of samples at once:
+
+1. every population core reads and clears its ring-buffer slot for the tick and updates its neurons
+   from its own neuron data (``NeuronModel``, sPyNNaker's s16.15 arithmetic); spike-source cores read
+   their spikes of the tick; delay-extension cores send what their source sent 16 x stage ticks ago;
+2. every spike leaves its core as a multicast packet with its key; the packet goes through the
+   routers' tables (first match; default route straight on) to the cores the tables name;
+3. a population core looks the key up in its master population table, fetches the row, and adds
+   each synaptic word's weight to ring-buffer slot ``(tick + delay) mod 16`` of its type and neuron.
+
+The tables are static, so each key's journey (the cores it reaches, its hops and look-ups) and each
+core's row for it are worked out once, when the machine is loaded, by running them on that key;
+each tick then moves the packets of the spikes that happened. Slots are saturated at 16 bits when
+read: sPyNNaker saturates each addition, and with non-negative weights both give min(sum, 0xFFFF).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snnc.backends.spinnaker import routing
+from snnc.backends.spinnaker.machine import (DELAY_EXTENSION, POPULATION, ROW_HEADER_WORDS, SPIKE_SOURCE, MachineData,
+                                             Vertex, decode_words)
+from snnc.errors import SnncError
+from snnc.runtime.activity import Activity, PopulationActivity
+from snnc.runtime.spinnaker import SYNAPSE_TYPES, NeuronModel
+
+
+@dataclass
+class _Incoming:
+    """The packets of one sending vertex that reach one population core: which of the sender's keys
+    (positions in its emission) arrive, and what their rows add, as one weight matrix per
+    (synapse type, delay) present: (arriving keys, neurons of the core)."""
+
+    sender: int
+    keys: np.ndarray
+    matrices: dict[tuple[int, int], np.ndarray]
+    #: synaptic words in each arriving key's row
+    row_words: np.ndarray
+
+
+@dataclass
+class MachineCounts:
+    """What the machine did, summed over the batch."""
+
+    packets_sent: dict[int, int] = field(default_factory=dict)  # per vertex
+    packets_received: dict[int, int] = field(default_factory=dict)  # per population vertex
+    synaptic_words: dict[int, int] = field(default_factory=dict)  # per population vertex
+    router_lookups: int = 0
+    hops: int = 0
+    #: packets that reached a core whose master population table has no entry for their key
+    population_table_misses: int = 0
+
+
+class MachineSimulator:
+    def __init__(self, machine: MachineData):
+        self.machine = machine
+        self.vertices = {v.id: v for v in machine.vertices}
+        mesh = routing.Machine(machine.width, machine.height, machine.cores_per_chip, machine.router_entries)
+        self.routers = routing.Routers(mesh, {chip: [routing.RoutingEntry(int(k), int(m), int(r)) for k, m, r in table]
+                                              for chip, table in machine.routing_tables.items()})
+        self.models = {i: NeuronModel(params, (self.vertices[i].atoms,)) for i, params in machine.neurons.items()}
+        self.journeys = {v.id: self._journeys(v) for v in machine.vertices}
+        self.incoming: dict[int, list[_Incoming]] = {i: [] for i in machine.neurons}
+        self.misses_per_key: dict[int, np.ndarray] = {}
+        #: delay extension -> the keys (neurons) of its source that reach it
+        self.delayed_keys: dict[int, np.ndarray] = {}
+        for vertex in machine.vertices:
+            self._fetch_rows(vertex)
+        self.counts = MachineCounts()
+        self.activity: Activity | None = None
+
+    def _journeys(self, vertex: Vertex):
+        """For each key the vertex sends: the vertices it reaches, and its hops and router look-ups."""
+        keys = vertex.keys(self.machine.index_bits)
+        at = self.machine.vertex_at()
+        reached, hops, lookups = [], np.zeros(len(keys), np.int64), np.zeros(len(keys), np.int64)
+        if not vertex.sends:
+            return [[] for _ in keys], hops, lookups
+        for position, delivery in enumerate(self.routers.deliver_keys(vertex.chip, keys.tolist())):
+            missing = sorted(place for place in delivery.destinations if place not in at)
+            if missing:
+                raise SnncError(f"routing: key {int(keys[position]):#010x} of {vertex.kind} vertex {vertex.id} "
+                                f"reaches (chip, core) {missing}, which run nothing")
+            reached.append([at[place].id for place in delivery.destinations])
+            hops[position], lookups[position] = delivery.hops, delivery.lookups
+        return reached, hops, lookups
+
+    def _fetch_rows(self, sender: Vertex) -> None:
+        """For every population core that ``sender``'s keys reach: the master population table look-up
+        and the rows of those keys, decoded."""
+        machine = self.machine
+        keys = sender.keys(machine.index_bits)
+        reached, _, _ = self.journeys[sender.id]
+        receivers = sorted({r for reaching in reached for r in reaching})
+        for receiver in receivers:
+            arriving = np.array([p for p, reaching in enumerate(reached) if receiver in reaching], np.int64)
+            if self.vertices[receiver].kind == DELAY_EXTENSION:
+                self.delayed_keys[receiver] = arriving  # it holds the spikes themselves
+                continue
+            table = machine.population_tables[receiver]
+            words_of = machine.synaptic_matrices[receiver]
+            k = keys[arriving][:, None]
+            match = (k & table[:, 1][None, :]) == table[:, 0][None, :]
+            found = match.any(axis=1)
+            self.misses_per_key.setdefault(sender.id, np.zeros(len(keys), np.int64))[arriving[~found]] += 1
+            arriving, entry = arriving[found], table[match[found].argmax(axis=1)]
+            if not len(arriving):
+                continue
+            key, mask, address, row_length, atoms = (entry[:, c].astype(np.int64) for c in range(5))
+            local = keys[arriving].astype(np.int64) & ~mask
+            rows = (local >> machine.index_bits) * atoms + (local & ((1 << machine.index_bits) - 1))
+            starts = address + rows * (row_length + ROW_HEADER_WORDS)
+            n_fixed = words_of[starts + 1].astype(np.int64)
+            size = self.vertices[receiver].atoms
+            key_of_word = np.repeat(np.arange(len(arriving)), n_fixed)
+            within_row = np.arange(n_fixed.sum()) - np.repeat(np.cumsum(n_fixed) - n_fixed, n_fixed)
+            words = words_of[np.repeat(starts + ROW_HEADER_WORDS, n_fixed) + within_row]
+            weight, delay, synapse_type, index = decode_words(words, machine.index_bits, machine.delay_bits)
+            if (index >= size).any():
+                raise SnncError(f"a synaptic row on vertex {receiver} names neuron {int(index.max())}; the core has {size}")
+            matrices = {}
+            for kind, ticks in sorted(set(zip(synapse_type.tolist(), delay.tolist()))):
+                chosen = (synapse_type == kind) & (delay == ticks)
+                matrix = np.zeros((len(arriving), size))
+                np.add.at(matrix, (key_of_word[chosen], index[chosen]), weight[chosen])
+                matrices[(kind, ticks)] = matrix
+            self.incoming[receiver].append(_Incoming(sender.id, arriving, matrices, n_fixed))
+
+    def run(self, inputs: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
+        """Output spikes by Output node, (batch, steps, *shape) int8, from inputs (batch, steps, *shape)
+        of 0/1; ``self.counts`` and ``self.activity`` afterwards hold what the machine did."""
+        machine = self.machine
+        batch = next(iter(inputs.values())).shape[0]
+        slots = machine.ring_buffer_slots
+        flat = {name: np.asarray(x).reshape(batch, steps, -1) for name, x in inputs.items()}
+        rings = {i: np.zeros((batch, slots, len(SYNAPSE_TYPES), self.vertices[i].atoms), np.int64)
+                 for i in machine.neurons}
+        states = {i: {name: np.zeros((batch, self.vertices[i].atoms), np.int64) for name in NeuronModel.state_names}
+                  for i in machine.neurons}
+        extensions = [v for v in machine.vertices if v.kind == DELAY_EXTENSION]
+        held = {v.id: np.zeros((batch, slots * len(v.stages) + 1, v.atoms), bool) for v in extensions}
+        spikes = {i: np.zeros((batch, steps, self.vertices[i].atoms), np.int8) for i in machine.neurons}
+        active = {i: np.zeros((steps, self.vertices[i].atoms), np.int32) for i in machine.neurons}
+        sent = {v.id: np.zeros(len(v.keys(machine.index_bits)), np.int64) for v in machine.vertices}
+        counts = MachineCounts()
+
+        for tick in range(steps):
+            emitted: dict[int, np.ndarray] = {}
+            for vertex in machine.vertices:
+                if vertex.kind == POPULATION:
+                    ring = rings[vertex.id][:, tick % slots]
+                    state = states[vertex.id]
+                    busy = ring.any(axis=1)
+                    for value in state.values():
+                        busy |= value != 0
+                    active[vertex.id][tick] = busy.sum(axis=0)
+                    fired = self.models[vertex.id].step(state, ring[:, 0], ring[:, 1])
+                    ring[:] = 0
+                    spikes[vertex.id][:, tick] = fired
+                    emitted[vertex.id] = fired
+                elif vertex.kind == SPIKE_SOURCE:
+                    emitted[vertex.id] = flat[vertex.node][:, tick, vertex.start:vertex.stop] != 0
+            for vertex in extensions:
+                buffer = held[vertex.id]
+                length = buffer.shape[1]
+                emitted[vertex.id] = np.concatenate([buffer[:, (tick - slots * s) % length] for s in vertex.stages],
+                                                    axis=1)
+                buffer[:, tick % length] = False
+                reaching = self.delayed_keys.get(vertex.id, np.zeros(0, np.int64))
+                buffer[:, tick % length, reaching] = emitted[vertex.source][:, reaching]
+            for vertex_id, fired in emitted.items():
+                if self.vertices[vertex_id].sends:
+                    sent[vertex_id] += fired.sum(axis=0)
+            for receiver, sources in self.incoming.items():
+                ring = rings[receiver]
+                for incoming in sources:
+                    arriving = emitted[incoming.sender][:, incoming.keys]
+                    if not arriving.any():
+                        continue
+                    packets = arriving.astype(np.float64)
+                    for (synapse_type, delay), matrix in incoming.matrices.items():
+                        ring[:, (tick + delay) % slots, synapse_type] += np.rint(packets @ matrix).astype(np.int64)
+                    counts.packets_received[receiver] = counts.packets_received.get(receiver, 0) + int(arriving.sum())
+                    counts.synaptic_words[receiver] = (counts.synaptic_words.get(receiver, 0)
+                                                       + int(arriving.sum(axis=0) @ incoming.row_words))
+
+        for vertex in machine.vertices:
+            _, hops, lookups = self.journeys[vertex.id]
+            counts.packets_sent[vertex.id] = int(sent[vertex.id].sum())
+            counts.hops += int(sent[vertex.id] @ hops)
+            counts.router_lookups += int(sent[vertex.id] @ lookups)
+            if vertex.id in self.misses_per_key:
+                counts.population_table_misses += int(sent[vertex.id] @ self.misses_per_key[vertex.id])
+        self.counts = counts
+        self.activity = self._activity(batch, steps, flat, spikes, active)
+        outputs = {}
+        for output, source in machine.outputs.items():
+            sequence = flat[source] != 0 if source in flat else self._population(source, spikes)
+            outputs[output] = sequence.astype(np.int8).reshape(batch, steps, *machine.shapes[output])
+        return outputs
+
+    def _population(self, node: str, per_vertex: dict[int, np.ndarray]) -> np.ndarray:
+        """A population's values, joined from its cores' slices in neuron order."""
+        parts = sorted((v.start, per_vertex[v.id]) for v in self.machine.vertices
+                       if v.kind == POPULATION and v.node == node)
+        return np.concatenate([part for _, part in parts], axis=-1)
+
+    def _activity(self, batch, steps, flat, spikes, active) -> Activity:
+        machine = self.machine
+        populations = {name: PopulationActivity(spikes=(x != 0).sum(axis=0, dtype=np.int32).reshape(steps, *machine.shapes[name]))
+                       for name, x in flat.items()}
+        for node in {v.node for v in machine.vertices if v.kind == POPULATION}:
+            shape = (steps, *machine.shapes[node])
+            populations[node] = PopulationActivity(
+                spikes=self._population(node, spikes).sum(axis=0, dtype=np.int32).reshape(shape),
+                active=self._population(node, active).reshape(shape))
+        return Activity(batch, steps, populations)
