@@ -172,12 +172,16 @@ def cmd_run(args) -> int:
         if not Path(args.model).is_dir():
             raise SnncError(f"--backend lava runs a compiled artifact; compile {args.model} with --target loihi2 first")
         results = run_lava(Path(args.model), inputs, probes=args.probe, log=lambda line: print(line, file=sys.stderr))
+    elif args.backend == "spinnaker":
+        results, machine_summary = _run_machine(args, simulator, inputs)
     else:
         results = simulator.run(inputs, probes=args.probe, count=True)
     elapsed = time.perf_counter() - started
     if args.report and Path(args.report).suffix not in (".json", ".html"):
         raise SnncError(f"--report {args.report}: a report is written as .json or .html")
     report, why_not = _cost_report(graph, simulator, inputs, args)
+    if report is not None and args.backend == "spinnaker":
+        report["machine"] = machine_summary
     atomic_write(Path(args.output), lambda p: np.savez(p, **results))
     first = next(iter(results.values()))
     print(f"ran {args.model} ({args.backend}): batch={first.shape[0]} steps={first.shape[1]} in {elapsed:.3f} s -> {args.output}")
@@ -195,6 +199,27 @@ def cmd_run(args) -> int:
         write_report(report, args.report)
         print(f"report -> {args.report}")
     return 0
+
+
+def _run_machine(args, simulator, inputs) -> tuple[dict, dict]:
+    """Run the artifact's SpiNNaker machine data on the machine-level simulator: its outputs, and
+    its own report. Its activity becomes the simulator's, so the cost report counts what it did."""
+    from snnc.backends.artifact import TARGET_FILE, Artifact
+    from snnc.backends.spinnaker.machine import MachineData
+    from snnc.runtime.spinnaker_machine import MachineSimulator, machine_report
+    from snnc.targets import parse_target
+
+    if not Path(args.model).is_dir():
+        raise SnncError(f"--backend spinnaker runs a compiled artifact; compile {args.model} with --target spinnaker first")
+    if args.probe:
+        raise SnncError("--probe: the machine-level SpiNNaker simulator records output spikes only; probe with "
+                        "--backend sim, which is bit-exact with it")
+    artifact = Artifact.open(args.model)
+    machine = MachineSimulator(MachineData.load(artifact.directory))
+    batch, steps = next(iter(inputs.values())).shape[:2]
+    outputs = machine.run(inputs, steps)
+    simulator.activity = machine.activity
+    return outputs, machine_report(machine, parse_target(artifact.directory / TARGET_FILE), batch)
 
 
 def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
@@ -293,9 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="precision of float simulation (fixed-point targets run their own integers)")
     run.add_argument("--report", metavar="FILE",
                      help="write the latency and energy report: FILE.json, or FILE.html with plots")
-    run.add_argument("--backend", choices=("sim", "lava"), default="sim",
+    run.add_argument("--backend", choices=("sim", "lava", "spinnaker"), default="sim",
                      help="sim: snnc's simulator in the artifact's arithmetic (default); lava: the emitted Lava "
-                          "program in the Lava environment (Loihi targets)")
+                          "program in the Lava environment (Loihi targets); spinnaker: the machine-level simulator "
+                          "on the artifact's SpiNNaker machine data (spinnaker targets)")
     _model_options(run)
     run.set_defaults(handler=cmd_run)
 

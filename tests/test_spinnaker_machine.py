@@ -98,7 +98,7 @@ def test_random_recurrent_networks_with_delays_match_the_ir(seed):
     ours, reference, simulator, _ = machine_and_reference(graph, SPINNAKER, x)
     assert_same_spikes(ours, reference)
     assert simulator.counts.population_table_misses == 0
-    assert sum(simulator.counts.packets_sent.values()) > 0
+    assert simulator.counts.packets_sent.sum() > 0
 
 
 def test_a_network_over_many_chips_matches_the_ir(tmp_path):
@@ -202,3 +202,40 @@ def test_compiling_writes_the_machine_data_and_it_loads_back(tmp_path):
     x = spikes(rng, (2, 40, *graph["in"].op.shape))
     lowered = artifact.graph()
     assert_same_spikes(MachineSimulator(machine).run({"in": x}, 40), simulate(lowered, x))
+
+
+# ----------------------------------------------------------------------------- snnc run --backend spinnaker
+
+
+def test_run_backend_spinnaker_gives_the_simulators_outputs_and_a_machine_report(tmp_path):
+    from test_cli import snnc
+
+    rng = np.random.default_rng(6)
+    model = tmp_path / "net.snnir"
+    ir.save(ir.verify(random_network(rng)), model)
+    x = spikes(rng, (2, 50, *ir.load(model)["in"].op.shape))
+    np.save(tmp_path / "x.npy", x)
+    assert snnc("compile", model, "--target", "spinnaker", "-o", tmp_path / "art").returncode == 0
+    runs = {}
+    for backend in ("sim", "spinnaker"):
+        result = snnc("run", tmp_path / "art", "--input", tmp_path / "x.npy", "-o", tmp_path / f"{backend}.npz",
+                      "--backend", backend, "--report", tmp_path / f"{backend}.json")
+        assert result.returncode == 0, result.stderr
+        runs[backend] = (np.load(tmp_path / f"{backend}.npz")["out"], json.loads((tmp_path / f"{backend}.json").read_text()),
+                         result.stdout)
+    np.testing.assert_array_equal(runs["spinnaker"][0], runs["sim"][0])
+    report, stdout = runs["spinnaker"][1], runs["spinnaker"][2]
+    assert report["counts"]["spikes"] == runs["sim"][1]["counts"]["spikes"]  # the machine's activity, priced alike
+    machine = report["machine"]
+    assert machine["packets_sent"] > 0 and machine["router_lookups"] >= machine["packets_sent"]
+    assert machine["population_table_misses"] == 0 and 0 < machine["routing_tables"]["largest"] <= 1024
+    assert machine["energy_j"] == pytest.approx(sum(machine["energy_breakdown_j"].values()))
+    assert machine["latency_s"] >= 50 * SPINNAKER.step_time_min_s
+    assert "machine traffic" in stdout and "routing tables" in stdout
+    refused = snnc("run", tmp_path / "art", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz", "--backend",
+                   "spinnaker", "--probe", "hidden")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "--probe" in refused.stderr
+    loihi = snnc("compile", model, "--target", "loihi2", "-o", tmp_path / "loihi")
+    assert loihi.returncode == 0
+    wrong = snnc("run", tmp_path / "loihi", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz", "--backend", "spinnaker")
+    assert wrong.returncode == 2 and "compile it with --target spinnaker" in wrong.stderr

@@ -169,6 +169,16 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
              ("paper convention", f"SNN {_si(paper['snn_energy_j'], 'J')} vs ANN {_si(paper['ann_energy_j'], 'J')}"
                                   + (f" (ANN/SNN {paper['ratio']:.3g})" if paper["ratio"] is not None else "")
                                   + "; ignores memory access and bit width")]
+    machine = report.get("machine")
+    if machine is not None:  # run --backend spinnaker: what the machine-level simulator executed
+        tables = machine["routing_tables"]
+        rows += [("SpiNNaker machine", f"{machine['chips']} chips, cores {machine['cores']}"),
+                 ("machine traffic", f"{machine['packets_sent']:.6g} packets, {machine['router_lookups']:.6g} router "
+                                     f"look-ups, {machine['hops']:.6g} hops, {machine['synaptic_words']:.6g} synaptic "
+                                     f"words per sample"),
+                 ("routing tables", f"largest {tables['largest']} of {tables['limit']} entries"),
+                 ("machine latency, energy", f"{_si(machine['latency_s'], 's')}, {_si(machine['energy_j'], 'J')} "
+                                             "per sample")]
     return rows
 
 
@@ -183,8 +193,12 @@ def summary_table(report: dict) -> str:
     rows = _summary_rows(report)
     width = max(len(label) for label, _ in rows)
     lines = [f"  {label.ljust(width)}  {value}" for label, value in rows]
-    lines += [f"  warning: {warning}" for warning in report["warnings"]]
+    lines += [f"  warning: {warning}" for warning in _warnings(report)]
     return "\n".join(["cost model (per sample)", *lines]) + "\n"
+
+
+def _warnings(report: dict) -> list[str]:
+    return [*report["warnings"], *report.get("machine", {}).get("warnings", [])]
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -206,7 +220,7 @@ def _html(report: dict) -> str:
              f"<style>{_STYLE}</style></head><body>", f"<h1>{escape(title)}</h1>",
              "<table class='summary'>" + "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>"
                                                  for label, value in _summary_rows(report)) + "</table>"]
-    parts += [f"<p class='warning'>warning: {escape(w)}</p>" for w in report["warnings"]]
+    parts += [f"<p class='warning'>warning: {escape(w)}</p>" for w in _warnings(report)]
     parts.append(f"<p>{escape(report['paper_convention']['note'])}</p>")
     if report["energy_breakdown_j"] is not None:
         parts += ["<h2>Energy per sample by layer and kind</h2>", _energy_chart(report),

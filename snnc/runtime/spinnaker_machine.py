@@ -28,6 +28,7 @@ from snnc.backends.spinnaker.machine import (DELAY_EXTENSION, POPULATION, ROW_HE
 from snnc.errors import SnncError
 from snnc.runtime.activity import Activity, PopulationActivity
 from snnc.runtime.spinnaker import SYNAPSE_TYPES, NeuronModel
+from snnc.targets import Target
 
 
 @dataclass
@@ -45,11 +46,12 @@ class _Incoming:
 
 @dataclass
 class MachineCounts:
-    """What the machine did, summed over the batch."""
+    """What the machine did, summed over the batch: per tick and vertex (columns in vertex id order),
+    and in total over the run."""
 
-    packets_sent: dict[int, int] = field(default_factory=dict)  # per vertex
-    packets_received: dict[int, int] = field(default_factory=dict)  # per population vertex
-    synaptic_words: dict[int, int] = field(default_factory=dict)  # per population vertex
+    packets_sent: np.ndarray  # (T, vertices)
+    packets_received: np.ndarray  # (T, vertices): packets that found a row on a population core
+    synaptic_words: np.ndarray  # (T, vertices): synaptic words processed
     router_lookups: int = 0
     hops: int = 0
     #: packets that reached a core whose master population table has no entry for their key
@@ -71,7 +73,7 @@ class MachineSimulator:
         self.delayed_keys: dict[int, np.ndarray] = {}
         for vertex in machine.vertices:
             self._fetch_rows(vertex)
-        self.counts = MachineCounts()
+        self.counts: MachineCounts | None = None
         self.activity: Activity | None = None
 
     def _journeys(self, vertex: Vertex):
@@ -147,7 +149,8 @@ class MachineSimulator:
         spikes = {i: np.zeros((batch, steps, self.vertices[i].atoms), np.int8) for i in machine.neurons}
         active = {i: np.zeros((steps, self.vertices[i].atoms), np.int32) for i in machine.neurons}
         sent = {v.id: np.zeros(len(v.keys(machine.index_bits)), np.int64) for v in machine.vertices}
-        counts = MachineCounts()
+        shape = (steps, len(machine.vertices))
+        counts = MachineCounts(np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.int64))
 
         for tick in range(steps):
             emitted: dict[int, np.ndarray] = {}
@@ -175,7 +178,9 @@ class MachineSimulator:
                 buffer[:, tick % length, reaching] = emitted[vertex.source][:, reaching]
             for vertex_id, fired in emitted.items():
                 if self.vertices[vertex_id].sends:
-                    sent[vertex_id] += fired.sum(axis=0)
+                    per_key = fired.sum(axis=0)
+                    sent[vertex_id] += per_key
+                    counts.packets_sent[tick, vertex_id] = per_key.sum()
             for receiver, sources in self.incoming.items():
                 ring = rings[receiver]
                 for incoming in sources:
@@ -185,13 +190,12 @@ class MachineSimulator:
                     packets = arriving.astype(np.float64)
                     for (synapse_type, delay), matrix in incoming.matrices.items():
                         ring[:, (tick + delay) % slots, synapse_type] += np.rint(packets @ matrix).astype(np.int64)
-                    counts.packets_received[receiver] = counts.packets_received.get(receiver, 0) + int(arriving.sum())
-                    counts.synaptic_words[receiver] = (counts.synaptic_words.get(receiver, 0)
-                                                       + int(arriving.sum(axis=0) @ incoming.row_words))
+                    per_key = arriving.sum(axis=0)
+                    counts.packets_received[tick, receiver] += per_key.sum()
+                    counts.synaptic_words[tick, receiver] += per_key @ incoming.row_words
 
         for vertex in machine.vertices:
             _, hops, lookups = self.journeys[vertex.id]
-            counts.packets_sent[vertex.id] = int(sent[vertex.id].sum())
             counts.hops += int(sent[vertex.id] @ hops)
             counts.router_lookups += int(sent[vertex.id] @ lookups)
             if vertex.id in self.misses_per_key:
@@ -220,3 +224,52 @@ class MachineSimulator:
                 spikes=self._population(node, spikes).sum(axis=0, dtype=np.int32).reshape(shape),
                 active=self._population(node, active).reshape(shape))
         return Activity(batch, steps, populations)
+
+
+def machine_report(simulator: MachineSimulator, target: Target, batch: int) -> dict:
+    """What the machine did, per sample, priced with the target's per-event costs.
+
+    A core's busy time in a tick is its neuron updates (every neuron, every tick, as sPyNNaker's
+    timer callback does), packets received, synaptic words processed and packets sent, each times
+    its time in the target file; a tick lasts the target's step (1 ms in real time) unless the
+    busiest core needs longer, which on a board is an overrun that loses packets (a warning here).
+    Energy is every event times its energy, plus the static power of the chips in use."""
+    machine, counts = simulator.machine, simulator.counts
+    costs = target.costs
+    neurons = np.array([v.atoms if v.kind == POPULATION else 0 for v in machine.vertices], np.float64)
+    events = {"neuron_update_active": np.broadcast_to(neurons, counts.packets_sent.shape) * batch,
+              "message_in": counts.packets_received, "synaptic_op": counts.synaptic_words,
+              "spike_out": counts.packets_sent}
+    busy = sum(events[kind] * costs[kind].time_s for kind in events) / batch  # (T, vertices) per sample
+    tick = np.maximum(busy.max(axis=1, initial=0.0), target.step_time_min_s)
+    chips = len({v.chip for v in machine.vertices})
+    latency = float(tick.sum())
+    energy = {kind: float(values.sum()) * costs[kind].energy_j / batch for kind, values in events.items()}
+    energy["chip_hop"] = counts.hops * costs["chip_hop"].energy_j / batch
+    energy["static"] = target.static_power_w * chips * latency
+    overruns = np.flatnonzero(busy.max(axis=1, initial=0.0) > target.step_time_min_s)
+    warnings = [f"{len(overruns)} ticks (first: {int(overruns[0])}) need longer than the {target.step_time_min_s:g} s "
+                "tick on the busiest core: a board running in real time would drop packets"] if len(overruns) else []
+    tables = [{"chip": list(chip), "entries": int(len(table)), "generated": int(machine.routing_entries_generated[chip])}
+              for chip, table in sorted(machine.routing_tables.items())]
+    return {
+        "cores": {kind: sum(v.kind == kind for v in machine.vertices) for kind in (POPULATION, SPIKE_SOURCE, DELAY_EXTENSION)},
+        "chips": chips,
+        "packets_sent": float(counts.packets_sent.sum()) / batch,
+        "packets_received": float(counts.packets_received.sum()) / batch,
+        "router_lookups": counts.router_lookups / batch,
+        "hops": counts.hops / batch,
+        "synaptic_words": float(counts.synaptic_words.sum()) / batch,
+        "population_table_misses": counts.population_table_misses / batch,
+        "routing_tables": {"limit": machine.router_entries, "largest": max((t["entries"] for t in tables), default=0),
+                           "per_chip": tables},
+        "latency_s": latency,
+        "energy_j": float(sum(energy.values())),
+        "energy_breakdown_j": energy,
+        "per_core": [{"vertex": v.id, "kind": v.kind, "node": v.node, "neurons": [v.start, v.stop], "chip": list(v.chip),
+                      "core": v.core, "packets_sent": float(counts.packets_sent[:, v.id].sum()) / batch,
+                      "packets_received": float(counts.packets_received[:, v.id].sum()) / batch,
+                      "synaptic_words": float(counts.synaptic_words[:, v.id].sum()) / batch,
+                      "busy_max_s": float(busy[:, v.id].max(initial=0.0))} for v in machine.vertices],
+        "warnings": warnings,
+    }
