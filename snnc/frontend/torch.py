@@ -35,6 +35,7 @@ from snnc import ir
 from snnc.errors import FrontendError
 from snnc.frontend.onnx import from_onnx
 from snnc.ir.graph import DEFAULT_DT
+from snnc.passes import round_delays
 
 
 def from_module(model, example_input, dt: float | None = None, states: int | None = None) -> ir.Graph:
@@ -301,31 +302,45 @@ def _splice(graph: ir.Graph, sub: ir.Graph, ends: list[str]) -> list[str]:
 def _delays(graph: ir.Graph, name: str, layer, ends: list[str]) -> list[str]:
     """A Dcls1d over time as Affine synapses with per-synapse delays: one Affine per tap rank (the
     first tap of every synapse, the second, ...), which is one Affine when positions are whole
-    numbers and the kernel is one-hot (the paper's inference form); any kernel imports exactly."""
+    numbers and the kernel is one-hot (the paper's inference form); any kernel imports exactly.
+
+    The first Affine's ``annotations["dcls"]`` holds what ``round-delays`` needs to give each
+    synapse one whole delay: the tap nodes, and per synapse and kernel element the learned delay in
+    steps and the element's share of the kernel's sum over taps."""
     import torch
 
     if tuple(layer.padding) != (0,) or tuple(layer.stride) != (1,) or layer.padding_mode != "zeros":
         raise FrontendError(f"Dcls1d {name!r}: needs padding 0 and stride 1 (the causal padding is applied "
                             "outside the layer, as in the paper)")
+    size = layer.dilated_kernel_size[0]
     with torch.no_grad():
-        grouped = layer.DCK(layer.weight, layer.P, layer.SIG).double().numpy()
-    out_channels, per_group, taps = grouped.shape
-    kernel = np.zeros((out_channels, per_group * layer.groups, taps))
-    group_out = out_channels // layer.groups
-    for g in range(layer.groups):
-        rows = slice(g * group_out, (g + 1) * group_out)
-        kernel[rows, g * per_group:(g + 1) * per_group] = grouped[rows]
-    nonzero = kernel != 0
-    rank = np.cumsum(nonzero, axis=2) - 1
+        kernel = _ungrouped(layer.DCK(layer.weight, layer.P, layer.SIG).double().numpy(), layer.groups)
+        # DCK is linear in the weights: each element alone gives its share of the kernel's sum.
+        alone = torch.eye(layer.kernel_count, dtype=layer.weight.dtype)
+        share = np.stack([layer.DCK(layer.weight * alone[k], layer.P, layer.SIG).double().sum(-1).numpy()
+                          for k in range(layer.kernel_count)], axis=-1)
+        # ConstructKernel1d puts a position P at tap P + size // 2, and tap k is the delay size - 1 - k.
+        learned = size - 1 - (layer.P[0].double().numpy() + size // 2)
     bias = None if layer.bias is None else layer.bias.detach().double().numpy().copy()
-    new_ends = []
-    for r in range(max(1, int(nonzero.sum(axis=2).max()))):
-        chosen = nonzero & (rank == r)
-        weight = np.where(chosen, kernel, 0).sum(axis=2)
-        delay = np.where(chosen.any(axis=2), taps - 1 - chosen.argmax(axis=2), 0).astype(np.int64)
-        affine = graph.add(name if r == 0 else f"{name}.tap{r}", ir.Affine(weight=weight, bias=bias if r == 0 else None,
-                                                                           delay=delay)).name
+    synapses = round_delays.kernel_synapses(kernel)
+    taps = [round_delays.tap_node_name(name, r) for r in range(len(synapses))]
+    annotation = {"layer": name, "version": layer.version, "kernel_size": size, "groups": layer.groups,
+                  "taps": taps, "delay": _ungrouped(learned, layer.groups),
+                  "weight": _ungrouped(share, layer.groups)}
+    for r, (weight, delay) in enumerate(synapses):
+        graph.add(taps[r], ir.Affine(weight=weight, bias=bias if r == 0 else None, delay=delay),
+                  {round_delays.ANNOTATION: annotation} if r == 0 else None)
         for end in ends:
-            graph.connect(end, affine)
-        new_ends.append(affine)
-    return new_ends
+            graph.connect(end, taps[r])
+    return taps
+
+
+def _ungrouped(grouped: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped layer's (out, in / groups, ...) array over all (out, in) pairs, zero between groups."""
+    out_channels, per_group = grouped.shape[:2]
+    full = np.zeros((out_channels, per_group * groups, *grouped.shape[2:]))
+    group_out = out_channels // groups
+    for g in range(groups):
+        rows = slice(g * group_out, (g + 1) * group_out)
+        full[rows, g * per_group:(g + 1) * per_group] = grouped[rows]
+    return full

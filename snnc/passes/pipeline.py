@@ -18,6 +18,7 @@ from snnc.passes.fuse import FuseSynapses
 from snnc.passes.loihi import QuantizeLoihi
 from snnc.passes.mapping import MapCores
 from snnc.passes.quantize import QuantizeWeights
+from snnc.passes.round_delays import RoundDelays
 from snnc.passes.sparsify import Sparsify
 from snnc.passes.spinnaker import QuantizeSpiNNaker
 from snnc.targets import Target
@@ -43,6 +44,7 @@ class PassOptions:
 REGISTRY: dict[str, Callable[[Target, PassOptions], Pass]] = {
     Canonicalize.name: lambda target, options: Canonicalize(),
     FoldDelays.name: lambda target, options: FoldDelays(),
+    RoundDelays.name: lambda target, options: RoundDelays(options.calibration),
     SplitDelays.name: lambda target, options: SplitDelays(target),
     FuseSynapses.name: lambda target, options: FuseSynapses(),
     Sparsify.name: lambda target, options: Sparsify(target, options.sparsity, calibration=options.calibration),
