@@ -15,6 +15,7 @@ import numpy as np
 
 from snnc.backends import lava, sim
 from snnc.backends.artifact import ArtifactWriter
+from snnc.backends.spinnaker import pynn
 from snnc.ir import Graph
 from snnc.passes import PassManager
 from snnc.passes.pipeline import PassOptions, build_pipeline
@@ -23,7 +24,7 @@ from snnc.targets import Target, load_target
 TARGET_FILE = "target.toml"
 
 #: The emitters of each arithmetic, after the lowered IR itself.
-EMITTERS = {"float": [], "loihi": [lava.emit], "spinnaker": []}
+EMITTERS = {"float": [], "loihi": [lava.emit], "spinnaker": [pynn.emit]}
 
 
 def _plain(value):

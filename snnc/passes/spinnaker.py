@@ -42,6 +42,17 @@ def _ring_buffer_shift(largest: float) -> int:
     return shift + 1 if 2 ** shift <= largest else shift
 
 
+def membrane_tau_ms(dt: float, exp_tc: np.ndarray) -> np.ndarray:
+    """PyNN's tau_m (ms) for a raw s16.15 exp_TC = exp(-ts / tau_m): the time step ``dt`` in seconds."""
+    with np.errstate(divide="ignore"):
+        return -dt * 1000 / np.log(np.asarray(exp_tc, np.float64) / ONE)
+
+
+def synapse_tau_ms(dt: float, decay: np.ndarray) -> np.ndarray:
+    """PyNN's tau_syn (ms) for a raw u0.32 synapse decay = exp(-ts / tau_syn)."""
+    return -dt * 1000 / np.log(np.asarray(decay, np.float64) / U032_ONE)
+
+
 class QuantizeSpiNNaker(QuantizePopulations):
     name = "quantize-spinnaker"
     arithmetic = "spinnaker"
@@ -130,7 +141,7 @@ class QuantizeSpiNNaker(QuantizePopulations):
 
         report = {"model": model, "state_scale": scale,
                   "ring_buffer_shifts": {"excitatory": int(shifts[0]), "inhibitory": int(shifts[1])},
-                  "pynn": self._pynn(graph.dt, exp_tc, decay / U032_ONE if current else None), "synapses": {}}
+                  "pynn": self._pynn(graph.dt, exp_tc, decay if current else None), "synapses": {}}
         if model != "IF_trunc_delta":
             report["v_decay_error"] = float(np.abs(exp_tc / ONE - v_decay).max())
         if current:
@@ -146,11 +157,10 @@ class QuantizeSpiNNaker(QuantizePopulations):
         these integers; cm = tau_m (nF) gives R_membrane = 1 MOhm, tau_refrac = 0 no refractory period."""
         pynn = {"R_membrane": 1.0, "tau_refrac": 0.0}
         if (exp_tc < ONE).all():
-            with np.errstate(divide="ignore"):
-                tau_m = -dt * 1000 / np.log(exp_tc / ONE)
+            tau_m = membrane_tau_ms(dt, exp_tc)
             pynn["tau_m"] = [float(tau_m.min()), float(tau_m.max())]
         if decay is not None:
-            tau_syn = -dt * 1000 / np.log(decay)
+            tau_syn = synapse_tau_ms(dt, decay)
             pynn["tau_syn_E"] = pynn["tau_syn_I"] = [float(tau_syn.min()), float(tau_syn.max())]
         return pynn
 

@@ -1,0 +1,221 @@
+"""The PyNN script: the network that quantize-spinnaker lowered, for sPyNNaker on a real board.
+
+The artifact holds ``pynn_script.py`` (a readable ``build`` function that creates one PyNN
+Population per input and population and one Projection per synapse group and receptor type,
+followed by the runner in ``pynn_runner.py``) and ``pynn_network.npz`` (the PyNN parameters, loaded
+with ``allow_pickle=False``). Every parameter is chosen so that sPyNNaker initialises the integers
+of the ``spinnaker`` annotations (docs/spinnaker.md, "PyNN script"): ``cm = tau_m`` (R_membrane =
+1 MOhm), voltages in mV and currents in nA as the raw s16.15 values / 2**15, weights in nA as the
+16-bit magnitudes times 2**(shift - 15) of their receptor type, delays in ms as ticks x dt, and
+``max_expected_summed_weight`` so that sPyNNaker picks the ring-buffer shifts of the annotations.
+Model strings never reach the generated code as code: identifiers are generated, and names appear
+only as Python string literals (``repr``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import snnc
+from snnc.backends.artifact import ArtifactWriter
+from snnc.errors import SnncError
+from snnc.ir import NEURONS, Affine, Graph, Input, Output
+from snnc.passes.spinnaker import ONE, membrane_tau_ms, synapse_tau_ms
+
+SCRIPT = "pynn_script.py"
+DATA = "pynn_network.npz"
+RUNNER = Path(__file__).with_name("pynn_runner.py")
+#: The line of RUNNER from which on it is copied into every script.
+RUNNER_MARKER = "# -- the runner (the same for every network) --"
+#: The receptor types of sPyNNaker's current-based models, in the order of their ring-buffer shifts.
+RECEPTORS = ("excitatory", "inhibitory")
+
+
+def _literal(text: str) -> str:
+    """A model string as a Python literal: quotes, newlines and code stay inert data."""
+    return repr(str(text))
+
+
+def max_expected_summed_weight(shift: int) -> float:
+    """The smallest summed weight (nA) for which sPyNNaker's rule (get_ring_buffer_shifts: the
+    smallest shift with max_w < 2**shift) picks ``shift``."""
+    return 2.0 ** (shift - 1) if shift > 0 else 0.0
+
+
+def population_parameters(node, dt: float) -> dict[str, np.ndarray]:
+    """The PyNN parameters, one value per neuron, from which sPyNNaker initialises ``node``'s integers."""
+    fixed = node.annotations["spinnaker"]
+    size = int(np.prod(node.output_shape))
+    per_neuron = lambda raw: np.broadcast_to(np.asarray(raw, np.float64) / ONE, (size,)).copy()  # noqa: E731
+    parameters = {"v_reset": per_neuron(fixed["v_reset"]), "v_thresh": per_neuron(fixed["v_thresh"]),
+                  "i_offset": per_neuron(fixed["i_offset"]), "tau_refrac": np.zeros(size)}
+    if fixed["model"] == "IF_trunc_delta":
+        # The non-leaky IF has no time constant; R_membrane = tau_m / cm = 1 all the same.
+        parameters.update(tau_m=np.ones(size), cm=np.ones(size))
+    else:
+        tau_m = np.broadcast_to(membrane_tau_ms(dt, fixed["exp_tc"]), (size,)).copy()
+        parameters.update(tau_m=tau_m, cm=tau_m.copy(), v_rest=per_neuron(fixed["v_rest"]))
+    if fixed["model"] == "IF_curr_exp":
+        parameters.update(tau_syn_E=np.broadcast_to(synapse_tau_ms(dt, fixed["exc_decay"]), (size,)).copy(),
+                          tau_syn_I=np.broadcast_to(synapse_tau_ms(dt, fixed["inh_decay"]), (size,)).copy())
+    return parameters
+
+
+def synapse_connections(node, post, dt: float) -> dict[str, np.ndarray]:
+    """Per receptor type, the rows (pre, post, weight nA, delay ms) of a FromListConnector."""
+    fixed = node.annotations["spinnaker"]
+    shifts = np.asarray(post.annotations["spinnaker"]["ring_buffer_shifts"], np.int64)
+    connections = {}
+    for receptor, shift in zip(RECEPTORS, shifts):
+        magnitudes = np.asarray(fixed[receptor])
+        posts, pres = np.nonzero(magnitudes)
+        weights = magnitudes[posts, pres] * 2.0 ** (int(shift) - 15)
+        delays = np.asarray(fixed["delays"])[posts, pres] * dt * 1000
+        connections[receptor] = np.column_stack([pres, posts, weights, delays]).astype(np.float64).reshape(-1, 4)
+    return connections
+
+
+class _Script:
+    def __init__(self, graph: Graph):
+        if graph.metadata.get("arithmetic") != "spinnaker":
+            raise SnncError("the PyNN script needs a graph quantized for the spinnaker target (pass quantize-spinnaker)")
+        self.graph = graph
+        self.dt = graph.dt
+        self.ids: dict[str, str] = {}
+        self.data: dict[str, np.ndarray] = {}
+        self.lines: list[str] = []
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.models: list[str] = []
+
+    def identifier(self, name: str, kind: str) -> str:
+        if name not in self.ids:
+            self.ids[name] = f"{kind}_{sum(1 for v in self.ids.values() if v.startswith(kind + '_'))}"
+        return self.ids[name]
+
+    def emit(self) -> str:
+        graph = self.graph
+        for name in graph.schedule:
+            node = graph[name]
+            if isinstance(node.op, Input):
+                self._input(node)
+            elif isinstance(node.op, NEURONS):
+                self._population(node)
+        for name in graph.schedule:
+            node = graph[name]
+            if isinstance(node.op, Affine):
+                self._synapse(node)
+            elif isinstance(node.op, Output):
+                self._output(node)
+        body = "\n".join(f"    {line}" if line else "" for line in self.lines)
+        return f'''"""PyNN network of {_literal(graph.name or "main")}, compiled by snnc {snnc.__version__} for {_literal(graph.metadata.get("target", "spinnaker"))}.
+
+One Population per input (SpikeSourceArray) and per population (sPyNNaker's IF_curr_exp,
+IF_curr_delta or IF_trunc_delta), one Projection per synapse group and receptor type
+(FromListConnector with each synapse's weight and delay). The parameters in {DATA} are those
+from which sPyNNaker initialises the integers snnc compiled (cm = tau_m, so R_membrane = 1 MOhm;
+tau_refrac = 0; max_expected_summed_weight fixes the ring-buffer shifts). V starts at 0 mV, as the
+compiled network's state does. Every synapse takes at least one time step, so a layer's spikes
+reach the next population one step later than in snnc's float simulation.
+
+    python {SCRIPT} INPUT.npy OUTPUT.npy [--simulator spiNNaker|nest] [--steps T] [--dump-network FILE.npz]
+
+INPUT.npy: spikes of shape (T, *input_shape) or (batch, T, *input_shape) (an .npz keyed by input
+name for several inputs), as for `snnc run --input`; the samples run one after another.
+OUTPUT.npy receives the output populations' spikes as int8, shape (batch, T, *output_shape) (an
+.npz keyed by output name for several outputs), step t holding the spikes of time t * dt.
+--simulator spiNNaker (the default) needs a board or a virtual board in ~/.spynnaker.cfg; on a
+virtual board sPyNNaker maps the network and generates its data but records no spikes.
+--simulator nest runs the same network in NEST with PyNN's standard models (IF_trunc_delta
+populations are sPyNNaker-only and are refused). This file is written by snnc.
+"""
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().with_name({DATA!r})
+#: One time step, in ms.
+DT = {self.dt * 1000!r}
+#: Each input's generated identifier: its node name and shape.
+INPUTS = {{{", ".join(self.inputs)}}}
+#: Each output's identifier: its node name, shape, and the identifier of what it records.
+OUTPUTS = {{{", ".join(self.outputs)}}}
+#: Each population's identifier: its sPyNNaker model.
+MODELS = {{{", ".join(self.models)}}}
+
+
+def build(network, spike_times):
+    """Create the populations and projections through ``network`` (a Network, below).
+
+    spike_times: each input's spike times in ms, one list per neuron, by identifier.
+    Returns the PyNN populations (inputs included) by identifier.
+    """
+    populations = {{}}
+{body}
+    return populations
+
+
+'''
+
+    def _input(self, node) -> None:
+        ident = self.identifier(node.name, "input")
+        self.inputs.append(f"{ident!r}: ({_literal(node.name)}, {tuple(node.output_shape)!r})")
+        size = int(np.prod(node.output_shape))
+        self.lines += [f"# input {_literal(node.name)}: {size} spike sources",
+                       f"populations[{ident!r}] = network.spike_sources({size}, spike_times[{ident!r}], label={_literal(node.name)})",
+                       ""]
+
+    def _population(self, node) -> None:
+        ident = self.identifier(node.name, "population")
+        model = node.annotations["spinnaker"]["model"]
+        self.models.append(f"{ident!r}: {model!r}")
+        for key, values in population_parameters(node, self.dt).items():
+            self.data[f"{ident}.{key}"] = values
+        shifts = node.annotations["spinnaker"]["ring_buffer_shifts"]
+        self.data[f"{ident}.max_expected_summed_weight"] = np.array(
+            [max_expected_summed_weight(int(s)) for s in shifts], np.float64)
+        size = int(np.prod(node.output_shape))
+        self.lines += [f"# population {_literal(node.name)}: {model}, {size} neurons, ring-buffer shifts "
+                       f"{int(shifts[0])} (excitatory) and {int(shifts[1])} (inhibitory)",
+                       f"populations[{ident!r}] = network.neurons({ident!r}, {size}, label={_literal(node.name)})", ""]
+
+    def _synapse(self, node) -> None:
+        ident = self.identifier(node.name, "synapse")
+        (source,) = self.graph.predecessors(node.name)
+        for target in self.graph.successors(node.name):
+            post = self.ids[target]
+            key = ident if len(self.graph.successors(node.name)) == 1 else f"{ident}.{post}"
+            connections = synapse_connections(node, self.graph[target], self.dt)
+            delays = np.concatenate([c[:, 3] for c in connections.values()]) / (self.dt * 1000)
+            span = f"delays {int(round(delays.min()))} to {int(round(delays.max()))} ticks" if delays.size else "no synapses"
+            self.lines.append(f"# synapses {_literal(node.name)}: {_literal(source)} -> {_literal(target)}, "
+                              + ", ".join(f"{len(c)} {receptor}" for receptor, c in connections.items()) + f", {span}")
+            for receptor, rows in connections.items():
+                if len(rows):
+                    self.data[f"{key}.{receptor}"] = rows
+                    self.lines.append(f"network.connect(populations[{self.ids[source]!r}], populations[{post!r}], "
+                                      f"{key + '.' + receptor!r}, {receptor!r}, label={_literal(node.name)})")
+        self.lines.append("")
+
+    def _output(self, node) -> None:
+        ident = self.identifier(node.name, "output")
+        (source,) = self.graph.predecessors(node.name)
+        self.outputs.append(f"{ident!r}: ({_literal(node.name)}, {tuple(node.input_shape)!r}, {self.ids[source]!r})")
+        self.lines += [f"# output {_literal(node.name)}: the spikes of {_literal(source)}",
+                       f"populations[{self.ids[source]!r}].record('spikes')", ""]
+
+
+def emit(graph: Graph, writer: ArtifactWriter) -> None:
+    for node in graph:
+        if isinstance(node.op, Output) and len(graph.predecessors(node.name)) != 1:
+            raise SnncError(f"node {node.name!r}: a PyNN output records one population")
+    script = _Script(graph)
+    runner = RUNNER.read_text()
+    writer.path(SCRIPT).write_text(script.emit() + runner[runner.index(RUNNER_MARKER):])
+    np.savez(writer.path(DATA), **script.data)
