@@ -13,6 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from snnc.ir import ops
 from snnc.runtime.activity import PopulationActivity
+from snnc.runtime.synaptic_sums import dense_sum
 
 #: Upper bound on the bytes of unfolded convolution windows held at once.
 _WINDOW_BYTES = 1 << 27
@@ -116,19 +117,23 @@ class Pool(Kernel):
 
 
 class DelayLine:
-    """The last ``depth`` steps of a kernel's input, carried from one block of steps to the next."""
+    """The last ``depth`` steps of a kernel's input, carried from one block of steps to the next, in
+    the input's dtype (spikes stay int8)."""
 
     def __init__(self, depth: int):
         self.depth = depth
         self.past: np.ndarray | None = None
 
-    def reset(self, batch: int, shape, dtype) -> None:
-        self.past = np.zeros((batch, self.depth, *shape), dtype)
+    def reset(self) -> None:
+        self.past = None
 
     def extend(self, x: np.ndarray) -> np.ndarray:
-        """``x`` (batch, steps, ...) preceded by the ``depth`` steps before it; remembers the last ones."""
+        """``x`` (batch, steps, ...) preceded by the ``depth`` steps before it (zeros before the
+        first step); remembers the last ones."""
         if not self.depth:
             return x
+        if self.past is None:
+            self.past = np.zeros((x.shape[0], self.depth, *x.shape[2:]), x.dtype)
         extended = np.concatenate([self.past, x], axis=1)
         self.past = extended[:, extended.shape[1] - self.depth:].copy()
         return extended
@@ -137,22 +142,24 @@ class DelayLine:
 class TappedSynapse(Kernel):
     """Synapses whose inputs arrive after per-synapse delays: the weight matrix split by delay into
     taps, each reading the input ``shift`` steps back through a delay line. Subclasses say how a
-    block of input rows meets a tap's matrix (``product``) and how the sum becomes the output
-    (``finish``)."""
+    block of input rows (in the input's dtype: spikes arrive as int8) meets a tap's matrix
+    (``product``) and how the sum becomes the output (``finish``)."""
 
     stateful = True
 
     def __init__(self, node, dtype, weights: np.ndarray, delays: np.ndarray | None, latency: int = 0):
         super().__init__(node, dtype)
         #: (steps back, W^T restricted to the synapses of that delay), for each delay in use.
+        # C-ordered (n_in, n_out): an input's weights are one contiguous row, as an event-driven sum reads them.
         if delays is None or not delays.any():  # no need to sort a large matrix of zeros
-            self.taps = [(latency, weights.T)]
+            self.taps = [(latency, np.ascontiguousarray(weights.T))]
         else:
-            self.taps = [(int(d) + latency, np.where(delays == d, weights, 0).T) for d in np.unique(delays)]
+            self.taps = [(int(d) + latency, np.ascontiguousarray(np.where(delays == d, weights, 0).T))
+                         for d in np.unique(delays)]
         self.line = DelayLine(max(shift for shift, _ in self.taps))
 
     def reset(self, batch):
-        self.line.reset(batch, (self.op.weight.shape[1],), self.taps[0][1].dtype)
+        self.line.reset()
 
     def product(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -162,20 +169,20 @@ class TappedSynapse(Kernel):
 
     def sequence(self, x):
         batch, steps = x.shape[:2]
-        extended = self.line.extend(x.reshape(batch, steps, -1).astype(self.taps[0][1].dtype, copy=False))
-        depth, rows = self.line.depth, extended.reshape(-1, extended.shape[-1])
-        # One matrix product over every (sample, step) row per tap, then a slice picks the steps each
-        # tap reads: one large product runs far faster than one per shifted slice.
+        extended, depth = self.line.extend(x.reshape(batch, steps, -1)), self.line.depth
+        # One product per tap over every (sample, step) row that the tap reads: one large product
+        # runs far faster than one per step.
         y = None
         for shift, weights in self.taps:
-            part = self.product(rows, weights).reshape(batch, depth + steps, -1)[:, depth - shift: depth - shift + steps]
+            rows = extended[:, depth - shift: depth - shift + steps].reshape(batch * steps, -1)
+            part = self.product(rows, weights)
             y = part if y is None else y + part
         return self.finish(y).reshape(batch, steps, *self.node.output_shape)
 
     def step(self, x):
         if self.line.depth == 0:  # the common recurrent case: no delay line to keep
             (_, weights), = self.taps
-            rows = x.reshape(x.shape[0], -1).astype(weights.dtype, copy=False)
+            rows = x.reshape(x.shape[0], -1)
             return self.finish(self.product(rows, weights)).reshape(x.shape[0], *self.node.output_shape)
         return self.sequence(x[:, None])[:, 0]
 
@@ -188,7 +195,7 @@ class Affine(TappedSynapse):
         self.bias = None if node.op.bias is None else node.op.bias.astype(dtype)
 
     def product(self, rows, weights):
-        return rows @ weights
+        return dense_sum(rows, weights)
 
     def finish(self, y):
         return y if self.bias is None else y + self.bias
@@ -205,7 +212,7 @@ class Delay(Kernel):
         self.line = DelayLine(int(self.delay.max(initial=0)))
 
     def reset(self, batch):
-        self.line.reset(batch, self.node.output_shape, self.dtype)
+        self.line.reset()
 
     def sequence(self, x):
         steps, depth = x.shape[1], self.line.depth
@@ -235,7 +242,8 @@ class Neuron(Kernel):
         self.counts: dict[str, list] | None = None
 
     def record(self, states: bool, activity: bool = False) -> None:
-        """Keep each step's state (for probes) and each step's spike and activity counts."""
+        """Keep each step's state (for probes) and each step's spike and activity counts, as blocks
+        of steps: states (batch, steps, *shape), counts (steps, *shape)."""
         self.trace = {name: [] for name in self.state_names} if states else None
         self.counts = {"spikes": [], "active": []} if activity else None
 
@@ -253,14 +261,14 @@ class Neuron(Kernel):
             active = x != 0
             for value in self.state.values():
                 active |= value != 0
-            self.counts["active"].append(active.sum(axis=0, dtype=np.int32))
+            self.counts["active"].append(active.sum(axis=0, dtype=np.int32)[None])
         fired = self.update(x)
         if self.trace is not None:
             for name, values in self.trace.items():
-                values.append(self.state[name])
+                values.append(self.state[name][:, None])
         if self.counts is not None:
-            self.counts["spikes"].append(np.zeros(x.shape[1:], np.int32) if fired is None
-                                         else fired.sum(axis=0, dtype=np.int32))
+            self.counts["spikes"].append(np.zeros((1, *x.shape[1:]), np.int32) if fired is None
+                                         else fired.sum(axis=0, dtype=np.int32)[None])
         return self.state["v"] if fired is None else fired.astype(self.dtype)
 
     def sequence(self, x):
@@ -272,10 +280,11 @@ class Neuron(Kernel):
         return np.moveaxis(out, 0, 1)
 
     def traces(self) -> dict[str, np.ndarray]:
-        return {name: np.stack(values, axis=1) for name, values in (self.trace or {}).items()}
+        return {name: np.concatenate(values, axis=1) for name, values in (self.trace or {}).items()}
 
     def activity(self) -> PopulationActivity:
-        return PopulationActivity(spikes=np.stack(self.counts["spikes"]), active=np.stack(self.counts["active"]))
+        return PopulationActivity(spikes=np.concatenate(self.counts["spikes"]),
+                                  active=np.concatenate(self.counts["active"]))
 
 
 class FloatNeuron(Neuron):

@@ -10,10 +10,12 @@ Lava's code line by line; docs/semantics.md, section 6, states it as equations.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from snnc.errors import SnncError
 from snnc.runtime.kernels import Neuron, TappedSynapse
+from snnc.runtime.synaptic_sums import synaptic_sum
 
 STATE_LIMIT = 1 << 23
 DECAY_SHIFT = 12
@@ -43,9 +45,9 @@ class LoihiSynapse(TappedSynapse):
     """Dense or DelayDense: what arrives at step t left the source at step t - 1 - delay.
 
     When the runner already delivers the source's previous step (a recurrent edge), the kernel
-    adds only the delays, so a recurrent loop takes one step, as in Lava. The integer sums run as
-    float matrix products, which are exact: float32 when every row's sum of |weights| fits its
-    24-bit mantissa, float64 (53 bits) otherwise.
+    adds only the delays, so a recurrent loop takes one step, as in Lava. The integer sums run in
+    floats (``synaptic_sum``: a matrix product, or event-driven for sparse spikes), which are exact:
+    float32 when every row's sum of |weights| fits its 24-bit mantissa, float64 (53 bits) otherwise.
     """
 
     def __init__(self, node, dtype, recurrent_input: bool):
@@ -63,19 +65,59 @@ class LoihiSynapse(TappedSynapse):
         self.exponent = exponent
 
     def product(self, rows, weights):
-        return rows @ weights if self.exponent == 0 else _shift(rows @ weights, self.exponent)
+        sums = synaptic_sum(rows, weights)
+        return sums if self.exponent == 0 else _shift(sums, self.exponent)
 
     def finish(self, y):
         # float32 sums scaled by powers of two stay exact: no conversion needed before the neurons.
         return y
 
 
+@numba.njit(parallel=True, cache=True)
+def _lif_steps(x, u, v, bias, u_factor, v_factor, threshold, spikes, counts, traces):
+    """Lava's PyLifModelBitAcc over ``steps``: x (batch, steps, n) activations; u, v (batch, n)
+    updated in place; spikes (batch, steps, n) written as 0/1. counts (2, parts, steps, n) receives
+    each part of the batch's spike and activity counts (parts run in parallel), or has no steps;
+    traces (2, batch, steps, n) receives u and v after each step, or has no samples. Counts and
+    traces have loops of their own, so that the update's loop has no branch and vectorizes."""
+    batch, steps, n = x.shape
+    parts = counts.shape[1]
+    counting, tracing = counts.shape[2] > 0, traces.shape[1] > 0
+    for part in numba.prange(parts):
+        for b in range(part * batch // parts, (part + 1) * batch // parts):
+            for t in range(steps):
+                if counting:
+                    for j in range(n):
+                        counts[1, part, t, j] += (x[b, t, j] != 0) | (u[b, j] != 0) | (v[b, j] != 0)
+                for j in range(n):
+                    # Current: decay (rounded toward zero), add the activation aligned to the
+                    # state's MSBs; the 24-bit register wraps once, by one subtraction or addition.
+                    current = np.trunc(u[b, j] * u_factor) + x[b, t, j] * float(1 << ACTIVATION_SHIFT)
+                    current = current - 2 * STATE_LIMIT if current > STATE_LIMIT else current
+                    current = current + 2 * STATE_LIMIT if current <= -STATE_LIMIT else current
+                    u[b, j] = current
+                    # Voltage: decay, add current and bias, saturate; fire strictly above the
+                    # threshold, reset to 0.
+                    voltage = min(max(np.trunc(v[b, j] * v_factor) + current + bias[j], -STATE_LIMIT + 1),
+                                  STATE_LIMIT - 1)
+                    fired = voltage > threshold
+                    v[b, j] = 0.0 if fired else voltage
+                    spikes[b, t, j] = fired
+                if counting:
+                    for j in range(n):
+                        counts[0, part, t, j] += spikes[b, t, j]
+                if tracing:
+                    traces[0, b, t] = u[b]
+                    traces[1, b, t] = v[b]
+
+
 class LoihiNeuron(Neuron):
     """Lava's bit-accurate LIF on the population's integers; probes report u and v.
 
-    The integers are held in float64, where every operation below is exact (values stay far below
-    2**53 and the decay factors are 12-bit dyadic fractions); this spares the conversions between
-    the synapses' matrix products and the neurons.
+    The integers are held in float64, where every operation is exact (values stay far below 2**53
+    and the decay factors are 12-bit dyadic fractions); this spares the conversions between the
+    synapses' sums and the neurons. One compiled loop runs a whole block of steps and sends the
+    spikes as int8.
     """
 
     state_names = ("u", "v")
@@ -90,29 +132,28 @@ class LoihiNeuron(Neuron):
         mantissa = np.asarray(fixed["bias_mant"], np.int64).reshape(shape)
         exponent = np.asarray(fixed["bias_exp"], np.int64).reshape(shape)
         self.bias = np.where(exponent >= 0, np.left_shift(mantissa, np.maximum(exponent, 0)),
-                             np.right_shift(mantissa, np.maximum(-exponent, 0))).astype(dtype)
-        self.has_bias = bool(self.bias.any())
+                             np.right_shift(mantissa, np.maximum(-exponent, 0))).astype(dtype).ravel()
 
-    def update(self, x):
-        # Current: decay (rounded toward zero), add the activation aligned to the state's MSBs.
-        current = np.multiply(x, float(1 << ACTIVATION_SHIFT), dtype=np.float64)  # synapses may send float32
-        if self.u_factor:
-            current += np.trunc(self.state["u"] * self.u_factor)
-        # Lava wraps the 24-bit register once: one subtraction or addition of 2**24, never a modulo.
-        if current.max(initial=0) > STATE_LIMIT or current.min(initial=0) <= -STATE_LIMIT:
-            high, low = current > STATE_LIMIT, current <= -STATE_LIMIT
-            current = np.where(high, current - 2 * STATE_LIMIT, np.where(low, current + 2 * STATE_LIMIT, current))
-        self.state["u"] = current
-        # Voltage: decay, add current and bias, saturate; fire strictly above the threshold, reset to 0.
-        v = np.trunc(self.state["v"] * self.v_factor) if self.v_factor != 1 else self.state["v"].copy()
-        v += current
-        if self.has_bias:
-            v += self.bias
-        np.clip(v, -STATE_LIMIT + 1, STATE_LIMIT - 1, out=v)
-        fired = v > self.threshold
-        np.copyto(v, 0.0, where=fired)
-        self.state["v"] = v
-        return fired
+    def sequence(self, x):
+        batch, steps = x.shape[:2]
+        shape, size = self.node.output_shape, self.bias.size
+        spikes = np.empty((batch, steps, size), np.int8)
+        parts = min(batch, numba.get_num_threads())
+        counts = np.zeros((2, parts, steps if self.counts is not None else 0, size), np.int32)
+        traces = np.empty((2, batch if self.trace is not None else 0, steps, size), self.dtype)
+        _lif_steps(np.ascontiguousarray(x.reshape(batch, steps, size)), self.state["u"].reshape(batch, size),
+                   self.state["v"].reshape(batch, size), self.bias, self.u_factor, self.v_factor, self.threshold,
+                   spikes, counts, traces)
+        if self.counts is not None:
+            for name, count in zip(("spikes", "active"), counts.sum(axis=1)):
+                self.counts[name].append(count.reshape(steps, *shape))
+        if self.trace is not None:
+            for name, trace in zip(self.state_names, traces):
+                self.trace[name].append(trace.reshape(batch, steps, *shape))
+        return spikes.reshape(batch, steps, *shape)
+
+    def step(self, x):
+        return self.sequence(x[:, None])[:, 0]
 
     def traces(self):
         return {name: trace.astype(np.int64) for name, trace in super().traces().items()}

@@ -12,6 +12,7 @@ import importlib
 
 from collections.abc import Iterable, Mapping
 
+import numba
 import numpy as np
 
 from snnc.errors import SnncError
@@ -23,8 +24,19 @@ from snnc.runtime.kernels import Neuron, make_kernel
 
 #: Each fixed-point arithmetic: the module whose KERNELS are its (synapse, neuron) kernels, and the
 #: dtype that holds its integers exactly (Lava's in float64, so that BLAS sums them; sPyNNaker's
-#: raw s16.15 words in int64, for its bit operations).
+#: raw s16.15 words in int64, for its bit operations). Spikes travel between kernels as int8.
 FIXED_POINT = {"loihi": ("snnc.runtime.loihi", np.float64), "spinnaker": ("snnc.runtime.spinnaker", np.int64)}
+
+
+@numba.njit(cache=True)
+def _copy_spikes(values, spikes) -> bool:
+    """Copy the flat ``values`` into the flat int8 ``spikes``; False if any value is not 0 or 1.
+    One pass, no temporary arrays, and no early exit, so that it vectorizes."""
+    others = 0
+    for i in range(values.size):
+        others += (values[i] != 0) & (values[i] != 1)
+        spikes[i] = values[i]
+    return others == 0
 
 
 class Simulator:
@@ -79,10 +91,14 @@ class Simulator:
             if array.shape[2:] != shape or array.ndim != len(shape) + 2:
                 raise SnncError(f"input {name!r} must have shape (batch, T, {', '.join(map(str, shape))}), got {array.shape}")
             lengths.add(array.shape[:2])
-            # Every non-zero value must be a one; counting both needs no large temporary arrays.
-            if self.arithmetic in FIXED_POINT and np.count_nonzero(array) != np.count_nonzero(array == 1):
-                raise SnncError(f"input {name!r} holds values other than 0 and 1; {self.arithmetic} inputs are spikes")
-            checked[name] = array.astype(self.dtype, copy=False)
+            if self.arithmetic in FIXED_POINT:
+                spikes = np.empty(array.shape, np.int8)
+                if array.dtype.kind not in "biuf" or not _copy_spikes(np.ascontiguousarray(array).reshape(-1),
+                                                                     spikes.reshape(-1)):
+                    raise SnncError(f"input {name!r} holds values other than 0 and 1; {self.arithmetic} inputs are spikes")
+                checked[name] = spikes
+            else:
+                checked[name] = array.astype(self.dtype, copy=False)
         if len(lengths) > 1:
             raise SnncError(f"all inputs must share batch and T, got {sorted(lengths)}")
         if steps is not None:
@@ -92,7 +108,7 @@ class Simulator:
                 have = array.shape[1]
                 # Steps past the given input receive no input; fewer steps cut it.
                 checked[name] = array[:, :steps] if have >= steps else np.concatenate(
-                    [array, np.zeros((array.shape[0], steps - have, *array.shape[2:]), self.dtype)], axis=1)
+                    [array, np.zeros((array.shape[0], steps - have, *array.shape[2:]), array.dtype)], axis=1)
         return checked
 
     def run(self, inputs, steps: int | None = None, probes: Iterable[str] = (), count: bool = False) -> dict[str, np.ndarray]:
@@ -203,7 +219,8 @@ class Simulator:
         buffers = {}
         for name in component:
             if name not in self._buffers:
-                self._buffers[name] = np.zeros((self._block + 1, batch, *graph[name].output_shape), self.dtype)
+                dtype = np.int8 if self.arithmetic in FIXED_POINT and self.sends_spikes(name) else self.dtype
+                self._buffers[name] = np.zeros((self._block + 1, batch, *graph[name].output_shape), dtype)
             buffers[name] = self._buffers[name][: steps + 1]
             buffers[name][0] = self._buffers[name][self._last_row.get(name, 0)]
         recurrent = graph.recurrent_edges

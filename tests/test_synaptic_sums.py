@@ -1,0 +1,98 @@
+"""The event-driven synaptic sum against the dense matrix product: identical values, and identical
+fixed-point runs whichever of the two the simulator picks."""
+
+import numpy as np
+import pytest
+
+from snnc.backends import lower
+from snnc.runtime import synaptic_sums
+from snnc.runtime.simulator import Simulator
+from snnc.runtime.synaptic_sums import dense_sum, event_driven_sum, synaptic_sum
+from snnc.targets import load_target
+
+from graphs import mlp, random_network, spikes
+
+LOIHI2 = load_target("loihi2")
+
+
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("row_dtype, weight_dtype", [(np.int8, np.float32), (np.float64, np.float32),
+                                                     (np.int64, np.float64)])
+@pytest.mark.parametrize("n_out", [1, 7, 100])
+def test_event_driven_sum_equals_the_matrix_product(density, row_dtype, weight_dtype, n_out):
+    rng = np.random.default_rng(int(density * 100) + n_out)
+    weights = rng.integers(-256, 255, (53, n_out)).astype(weight_dtype)
+    # Twos as well as ones: a synapse fed by two spiking sources receives their sum.
+    rows = ((rng.random((37, 53)) < density) * rng.integers(1, 3, (37, 53))).astype(row_dtype)
+    expected = rows.astype(np.int64) @ weights.astype(np.int64)
+    event, dense = event_driven_sum(rows, weights), dense_sum(rows, weights)
+    assert event.dtype == dense.dtype == weight_dtype
+    np.testing.assert_array_equal(event, expected)
+    np.testing.assert_array_equal(dense, expected)
+
+
+def test_the_sum_is_event_driven_below_the_crossover_density(monkeypatch):
+    calls = []
+    for name in ("event_driven_sum", "dense_sum"):
+        original = getattr(synaptic_sums, name)
+        monkeypatch.setattr(synaptic_sums, name, lambda r, w, f=original, n=name: calls.append(n) or f(r, w))
+    weights = np.ones((100, 4), np.float32)
+    rows = np.zeros((10, 100), np.int8)
+    rows[:, : int(100 * synaptic_sums.EVENT_DRIVEN_DENSITY) - 1] = 1
+    synaptic_sum(rows, weights)
+    rows[:, : int(100 * synaptic_sums.EVENT_DRIVEN_DENSITY) + 1] = 1
+    synaptic_sum(rows, weights)
+    assert calls == ["event_driven_sum", "dense_sum"]
+
+
+def run_forcing(monkeypatch, path, lowered, x, stepwise=False):
+    """Run with every synaptic sum taken by ``path``; return the results, the activity and how many
+    sums went each way."""
+    calls = {"event_driven_sum": 0, "dense_sum": 0}
+    for name in calls:
+        original = getattr(synaptic_sums, name)
+
+        def counted(rows, weights, original=original, name=name):
+            calls[name] += 1
+            return original(rows, weights)
+        monkeypatch.setattr(synaptic_sums, name, counted)
+    # Above 1 every row counts as sparse; at 0 none does.
+    monkeypatch.setattr(synaptic_sums, "EVENT_DRIVEN_DENSITY", 1.5 if path == "event" else 0.0)
+    simulator = Simulator(lowered, stepwise=stepwise)
+    probes = [n.name for n in lowered if n.op.stateful]
+    results = simulator.run(x, probes=probes, count=True)
+    monkeypatch.undo()
+    return results, simulator.activity, calls
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rate", [0.02, 0.3, 0.9])
+@pytest.mark.parametrize("stepwise", [False, True])
+def test_event_driven_and_dense_runs_are_identical(monkeypatch, seed, rate, stepwise):
+    """Random networks with per-synapse delays and a recurrent layer, several samples, sparse to
+    dense input: outputs, spikes, u and v at every step, and the activity counts agree."""
+    rng = np.random.default_rng(seed)
+    lowered, _ = lower(random_network(rng), LOIHI2)
+    x = spikes(rng, (3, 45, lowered["in"].output_shape[0]), rate=rate)
+    event, event_activity, event_calls = run_forcing(monkeypatch, "event", lowered, x, stepwise)
+    dense, dense_activity, dense_calls = run_forcing(monkeypatch, "dense", lowered, x, stepwise)
+    assert event_calls["dense_sum"] == 0 < event_calls["event_driven_sum"]
+    assert dense_calls["event_driven_sum"] == 0 < dense_calls["dense_sum"]
+    assert event.keys() == dense.keys()
+    for key in event:
+        np.testing.assert_array_equal(event[key], dense[key], err_msg=key)
+    for name, population in event_activity.populations.items():
+        np.testing.assert_array_equal(population.spikes, dense_activity.populations[name].spikes, err_msg=name)
+        np.testing.assert_array_equal(population.active, dense_activity.populations[name].active, err_msg=name)
+    assert sum(event[f"{n}:spikes"].sum() for n in ("hidden", "readout")) > 0, "nothing fired: the test would prove little"
+
+
+def test_event_driven_and_dense_runs_of_a_deep_network_are_identical(monkeypatch):
+    rng = np.random.default_rng(5)
+    lowered, _ = lower(mlp(rng, sizes=(120, 90, 60, 10)), LOIHI2)
+    x = spikes(rng, (4, 60, 120), rate=0.1)
+    event, _, _ = run_forcing(monkeypatch, "event", lowered, x)
+    dense, _, _ = run_forcing(monkeypatch, "dense", lowered, x)
+    for key in event:
+        np.testing.assert_array_equal(event[key], dense[key], err_msg=key)
+    assert event["out"].sum() > 0
