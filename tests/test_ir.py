@@ -126,6 +126,37 @@ def test_ir_file_round_trip_is_bit_for_bit(tmp_path):
     assert serialize.to_bytes(loaded) == serialize.to_bytes(graph)
 
 
+def test_other_files_can_read_the_ir_files_arrays_by_member(tmp_path):
+    graph = ir.verify(conv_net(np.random.default_rng(3)))
+    graph["fc"].annotations["quant"] = {"mantissa": np.arange(6, dtype=np.int16)}
+    ir.save(graph, tmp_path / "g.snnir")
+    members = serialize.array_members(graph)
+    with np.load(tmp_path / "g.snnir", allow_pickle=False) as stored:
+        for array in (graph["fc"].op.weight, graph["fc"].annotations["quant"]["mantissa"]):
+            read = stored[members[id(array)]]
+            assert read.dtype == array.dtype and np.array_equal(read, array)
+
+
+@pytest.mark.parametrize("share_arrays", [False, True])
+def test_a_copy_changes_apart_from_its_original(share_arrays):
+    graph = ir.verify(conv_net(np.random.default_rng(4)))
+    graph["fc"].annotations["quant"] = {"mantissa": np.arange(6), "kept": [1, (2, 3)]}
+    copied = graph.copy(share_arrays=share_arrays)
+    _assert_same_graph(graph, copied)
+    assert copied.schedule == graph.schedule and copied.recurrent_edges == graph.recurrent_edges
+    assert (copied["fc"].op.weight is graph["fc"].op.weight) == share_arrays
+    assert (copied["fc"].annotations["quant"]["mantissa"] is graph["fc"].annotations["quant"]["mantissa"]) == share_arrays
+    weight = graph["fc"].op.weight.copy()
+    copied["fc"].op.weight = np.zeros_like(weight)
+    copied["fc"].annotations["quant"]["kept"].append(4)
+    copied.metadata["placed"] = True
+    copied.add("extra", ir.Output())
+    copied.connect("li", "extra")
+    assert np.array_equal(graph["fc"].op.weight, weight)
+    assert graph["fc"].annotations["quant"]["kept"] == [1, (2, 3)] and "placed" not in graph.metadata
+    assert "extra" not in graph.nodes and "extra" not in graph.successors("li")
+
+
 def test_ir_file_errors(tmp_path):
     bad = tmp_path / "bad.snnir"
     bad.write_bytes(b"not a zip")

@@ -5,11 +5,13 @@ The equivalence tests run the emitted Lava program in Lava's own bit-accurate si
 the same spikes, u and v at every step as snnc's loihi2 fixed-point simulation.
 """
 
+import json
+
 import numpy as np
 import pytest
 
 from snnc import ir
-from snnc.backends import compile_graph, lava, lower
+from snnc.backends import compile_graph, lava, lower, sim
 from snnc.backends.artifact import ArtifactWriter
 from snnc.errors import IRError, SnncError
 from snnc.frontend.nir import load_nir
@@ -121,6 +123,20 @@ def test_dense_mlp_matches_lava(lava_python, tmp_path):
     rng = np.random.default_rng(4)
     artifact, lowered = compile_for_loihi(tmp_path, mlp(rng))
     assert_lava_matches(artifact, lowered, spikes(rng, (2, 60, 40)).astype(np.int64))
+    # Dense weights are written once, in the IR, and the program reads them from there.
+    described = json.loads((artifact / "network.json").read_text())
+    with np.load(artifact / "params.npz") as params, np.load(artifact / "model.snnir") as stored:
+        for name, synapse in described["synapses"].items():
+            assert synapse["process"] == "Dense" and f"{synapse['id']}.weights" not in params.files
+            np.testing.assert_array_equal(stored[described["parameters_in_ir"][f"{synapse['id']}.weights"]],
+                                          lowered[name].annotations["loihi"]["weights"])
+
+
+def test_the_lava_program_needs_the_ir_beside_it(tmp_path):
+    lowered, _ = lower(mlp(np.random.default_rng(4)), LOIHI2)
+    with ArtifactWriter(tmp_path / "alone", "loihi2", tmp_path) as writer, \
+            pytest.raises(SnncError, match="reads parameters from the artifact's model.snnir"):
+        lava.emit(lowered, writer)
 
 
 @pytest.mark.parametrize("seed", [5, 6, 7])
@@ -153,6 +169,7 @@ def test_wrap_and_saturation_match_lava(lava_python, tmp_path):
     # 60 spikes of 254 << (4 + 6) each sum to 15.6M: past 2**23, so u wraps to a negative value.
     lowered["fc"].annotations["loihi"].update(weights=np.full((4, 60), 254, np.int32), weight_exp=4)
     with ArtifactWriter(tmp_path / "edge", "loihi2", tmp_path) as writer:
+        sim.emit(lowered, writer)
         lava.emit(lowered, writer)
         artifact = writer.commit()
     x = np.ones((1, 30, 60), np.int64)

@@ -2,8 +2,10 @@
 
 The artifact holds ``network.py`` (a readable ``build`` function that creates one LIF process per
 population and one Dense or DelayDense process per synapse group), ``params.npz`` (the integer
-parameters, loaded with ``allow_pickle=False``), ``network.json`` (node names, shapes and which
-generated identifier stands for which node) and ``run_lava.py`` (the runner). Model strings never
+parameters that the IR does not hold as they are, loaded with ``allow_pickle=False``),
+``network.json`` (node names, shapes, which generated identifier stands for which node, and which
+parameters the runner reads from ``model.snnir``, the IR the artifact holds anyway: a dense
+network's weights are written once) and ``run_lava.py`` (the runner). Model strings never
 reach the generated code as code: identifiers are generated, and names appear only as Python
 string literals (``repr``) in comments' place or in the JSON.
 """
@@ -17,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 import snnc
-from snnc.backends.artifact import ArtifactWriter
+from snnc.backends.artifact import IR_FILE, ArtifactWriter
 from snnc.errors import SnncError
 from snnc.ir import NEURONS, Affine, Graph, Input, Output
+from snnc.ir.serialize import array_members
 
 RUNNER = Path(__file__).with_name("lava_runner.py")
 #: Below this fraction of non-zero weights a synapse group becomes a Sparse process.
@@ -37,13 +40,25 @@ class _Program:
             raise SnncError("the Lava backend needs a graph quantized for a Loihi target (pass quantize-loihi)")
         self.graph = graph
         self.ids: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        #: parameters for params.npz, and those the IR file holds as they are (key -> its member there)
         self.params: dict[str, np.ndarray] = {}
+        self.in_ir: dict[str, str] = {}
+        self.ir_members = array_members(graph)
         self.lines: list[str] = []
 
     def identifier(self, name: str, kind: str) -> str:
         if name not in self.ids:
-            self.ids[name] = f"{kind}_{sum(1 for v in self.ids.values() if v.startswith(kind + '_'))}"
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            self.ids[name] = f"{kind}_{self.counts[kind] - 1}"
         return self.ids[name]
+
+    def parameter(self, key: str, array: np.ndarray) -> None:
+        member = self.ir_members.get(id(array))
+        if member is None:
+            self.params[key] = array
+        else:
+            self.in_ir[key] = member
 
     def emit(self) -> str:
         graph = self.graph
@@ -68,7 +83,8 @@ class _Program:
 Each population is a LIF process with Lava's fixed-point parameters and each synapse group a Dense,
 Sparse (mostly-zero matrices, such as a convolution's) or DelayDense process. Every synapse group delivers its spikes one step after they were sent (and
 `delays` more with DelayDense), so a layer's spikes reach the next population one step later than
-in the float semantics. Integer parameters come from params.npz; node names from network.json.
+in the float semantics. Integer parameters come from params.npz and model.snnir; node names from
+network.json.
 """
 
 from lava.proc.dense.process import Dense, DelayDense
@@ -82,7 +98,7 @@ from scipy.sparse import csr_matrix
 def build(params, inputs, steps):
     """Create and connect the processes.
 
-    params: the arrays of params.npz by key; inputs: each input's spikes, shape (neurons, steps),
+    params: the integer parameters by key; inputs: each input's spikes, shape (neurons, steps),
     by identifier; steps: how many steps the output sinks record.
     """
 {body}
@@ -122,11 +138,11 @@ def build(params, inputs, steps):
             matrix = (f"csr_matrix((params[{ident + '.data'!r}], params[{ident + '.indices'!r}], "
                       f"params[{ident + '.indptr'!r}]), shape=({out}, {size_in}))")
         else:
-            self.params[f"{ident}.weights"] = weights
+            self.parameter(f"{ident}.weights", weights)
             matrix = f"params[{ident + '.weights'!r}]"
         extra = ""
         if delayed:
-            self.params[f"{ident}.delays"] = np.asarray(fixed["delays"], np.int64)  # DelayDense checks dtype == int
+            self.parameter(f"{ident}.delays", np.asarray(fixed["delays"], np.int64))  # DelayDense checks dtype == int
             extra = f", delays=params[{ident + '.delays'!r}]"
         self.lines.append(f"# synapses {_literal(node.name)}: {_literal(source)} -> "
                           f"{', '.join(map(_literal, self.graph.successors(node.name)))}, {out} x {size_in}, "
@@ -162,7 +178,8 @@ def build(params, inputs, steps):
             return {"id": self.ids[name], "process": process, "shape": list(graph[name].output_shape),
                     "op": graph[name].op.kind, "from": graph[name].annotations.get("fused_from", [name])}
 
-        return {"inputs": {n: entry(n, "SpikeSource") for n in graph.inputs},
+        return {"parameters_in_ir": self.in_ir,
+                "inputs": {n: entry(n, "SpikeSource") for n in graph.inputs},
                 "outputs": {n: entry(n, "SpikeSink") for n in graph.outputs},
                 "populations": {n.name: entry(n.name, "LIF") for n in graph if isinstance(n.op, NEURONS)},
                 "synapses": {n.name: entry(n.name, self.process(n.annotations["loihi"]))
@@ -170,6 +187,8 @@ def build(params, inputs, steps):
 
 
 def emit(graph: Graph, writer: ArtifactWriter) -> None:
+    if not writer.path(IR_FILE).is_file():
+        raise SnncError(f"the Lava program reads parameters from the artifact's {IR_FILE}: emit the IR first")
     for node in graph:
         if isinstance(node.op, Output) and len(graph.predecessors(node.name)) != 1:
             raise SnncError(f"node {node.name!r}: a Lava output sink reads one population")

@@ -74,6 +74,9 @@ def main():
     described = json.loads((HERE / "network.json").read_text())
     with np.load(HERE / "params.npz", allow_pickle=False) as stored:
         params = {key: stored[key] for key in stored.files}
+    # The IR file is a zip of .npy members, so np.load reads it as it reads an .npz.
+    with np.load(HERE / "model.snnir", allow_pickle=False) as ir:
+        params.update({key: ir[member] for key, member in described["parameters_in_ir"].items()})
     inputs = load_inputs(args.input, described["inputs"])
     batch, length = next(iter(inputs.values())).shape[:2]
     steps = args.steps or length

@@ -60,7 +60,8 @@ def _decode(value, arrays):
     return value
 
 
-def to_bytes(graph: Graph) -> bytes:
+def _document(graph: Graph) -> tuple[dict, list[np.ndarray]]:
+    """The graph as JSON with arrays by number, and the arrays."""
     store = _ArrayStore()
     document = {
         "format": FORMAT, "version": FORMAT_VERSION, "name": graph.name, "dt": graph.dt,
@@ -69,23 +70,61 @@ def to_bytes(graph: Graph) -> bytes:
                    "annotations": store.encode(n.annotations)} for n in graph],
         "edges": [list(e) for e in graph.edges],
     }
-    buffer = io.BytesIO()
+    return document, store.arrays
+
+
+def _member(index: int) -> str:
+    return f"arrays/{index}.npy"
+
+
+def array_members(graph: Graph) -> dict[int, str]:
+    """The member of ``graph``'s IR file that holds each of its arrays, by ``id`` of the array, as
+    the key under which ``np.load`` of the file (a zip of ``.npy`` members, like an ``.npz``) reads
+    it: other files of an artifact refer to the IR's arrays instead of storing them again."""
+    _, arrays = _document(graph)
+    return {id(array): _member(i).removesuffix(".npy") for i, array in enumerate(arrays)}
+
+
+def _write_array(file, array: np.ndarray) -> None:
+    """``array`` as a ``.npy`` file: a C-ordered array's bytes in one write, with no copy (numpy's
+    writer copies them to bytes in 16 MB chunks when the file is not a real one, as a zip member is)."""
+    if not array.flags.c_contiguous or array.dtype.hasobject:
+        np.lib.format.write_array(file, array, allow_pickle=False)
+        return
+    np.lib.format.write_array_header_1_0(file, np.lib.format.header_data_from_array_1_0(array))
+    file.write(array.reshape(-1).view(np.uint8))
+
+
+def _write(graph: Graph, file) -> None:
+    document, arrays = _document(graph)
     # Stored, not deflated: weights barely compress, and deflating hundreds of MB dominated compile time.
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+    # Each array goes straight from its buffer into the archive, with no copy of the whole file in memory.
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("graph.json", json.dumps(document, indent=1))
-        for i, array in enumerate(store.arrays):
-            member = io.BytesIO()
-            np.save(member, array, allow_pickle=False)
-            archive.writestr(f"arrays/{i}.npy", member.getvalue())
+        for i, array in enumerate(arrays):
+            with archive.open(_member(i), "w", force_zip64=array.nbytes > zipfile.ZIP64_LIMIT // 2) as member:
+                _write_array(member, array)
+
+
+def to_bytes(graph: Graph) -> bytes:
+    buffer = io.BytesIO()
+    _write(graph, buffer)
     return buffer.getvalue()
 
 
 def from_bytes(data: bytes, source: str = "<bytes>") -> Graph:
+    return _read(io.BytesIO(data), source)
+
+
+def _read(file, source: str) -> Graph:
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(file) as archive:
             document = json.loads(archive.read("graph.json"))
             count = sum(1 for n in archive.namelist() if n.startswith("arrays/"))
-            arrays = [np.load(io.BytesIO(archive.read(f"arrays/{i}.npy")), allow_pickle=False) for i in range(count)]
+            arrays = []
+            for i in range(count):
+                with archive.open(_member(i)) as member:
+                    arrays.append(np.lib.format.read_array(member, allow_pickle=False))
     except (zipfile.BadZipFile, KeyError, ValueError, json.JSONDecodeError) as e:
         raise SnncError(f"{source}: not a readable snnc IR file ({e})") from None
     if document.get("format") != FORMAT or document.get("version") != FORMAT_VERSION:
@@ -102,8 +141,10 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> Graph:
 
 
 def save(graph: Graph, path: str | Path) -> None:
-    Path(path).write_bytes(to_bytes(graph))
+    with open(path, "wb") as file:
+        _write(graph, file)
 
 
 def load(path: str | Path) -> Graph:
-    return from_bytes(Path(path).read_bytes(), str(path))
+    with open(path, "rb") as file:
+        return _read(file, str(path))

@@ -7,6 +7,7 @@ report (a JSON-able dict) that lands in the artifact.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from snnc.errors import IRError
@@ -31,6 +32,8 @@ class PassManager:
     def __init__(self, passes: list[Pass]):
         self.passes = passes
         self.reports: dict[str, dict] = {}
+        #: seconds each pass took with the verify after it, by pass name
+        self.seconds: dict[str, float] = {}
 
     def run(self, graph: Graph, dump_dir: Path | None = None) -> Graph:
         """Run every pass on a copy of ``graph``, verifying after each; with ``dump_dir``, write the
@@ -40,11 +43,13 @@ class PassManager:
             dump_dir.mkdir(parents=True, exist_ok=True)
             (dump_dir / "00-input.txt").write_text(to_text(graph))
         for index, each in enumerate(self.passes, start=1):
+            started = time.perf_counter()
             graph = each.run(graph)
             try:
                 verify(graph)
             except IRError as e:
                 raise IRError(e.node, f"after pass {each.name}: {e}") from None
+            self.seconds[each.name] = time.perf_counter() - started
             self.reports[each.name] = each.report()
             if dump_dir is not None:
                 (dump_dir / f"{index:02d}-{each.name}.txt").write_text(to_text(graph))

@@ -41,7 +41,7 @@ class QuantizePopulations(Pass):
         if not is_population_form(graph):
             raise IRError(None, f"{self.name} needs a graph in population form: run fuse-synapses first")
         self.prepare(graph)
-        graph = graph.copy()
+        graph = graph.copy(share_arrays=True)  # only annotations are written
         self.populations = {}
         for node in graph:
             if isinstance(node.op, Output):

@@ -49,6 +49,9 @@ RESOURCES = ("neurons", "fan_in_axons", "fan_out_axons", "synaptic_memory_bits")
 ENCODINGS = ("dense", "sparse", "shared")
 #: Spikes per neuron per step assumed where no calibration inputs measure them.
 ESTIMATED_RATE = 0.1
+#: Run lengths the cut measures first: ``_demand`` prices every run up to its width at once, so a
+#: population this small is priced in one call, and a larger one in a few doublings.
+FIRST_WIDTH = 256
 #: Rounds of cutting again with the fan-out the previous round's destinations gave each neuron.
 FAN_OUT_ROUNDS = 8
 #: Placement refinement: at most this many sweeps over the cores, each core trying the tiles that
@@ -295,7 +298,7 @@ def _cut(network: _Network, limits: _Limits, fan_out: dict[str, np.ndarray], pol
     for population in network.populations.values():
         if used[0] and (policy == "fresh" or policy == "whole" and not _fits_whole(population, used, fan_out, limits)):
             core, used = core + 1, np.zeros(len(RESOURCES))
-        start, guess = 0, 64
+        start, guess = 0, FIRST_WIDTH
         while start < population.size:
             room = limits.capacity - used
             limit = int(min(population.size - start, room[0]))
@@ -314,7 +317,7 @@ def _cut(network: _Network, limits: _Limits, fan_out: dict[str, np.ndarray], pol
             pieces.append(_Piece(population.name, start, start + fits, demand[fits - 1],
                                  {name: ENCODINGS[c[fits - 1]] for name, c in choices.items()}, core))
             used = used + demand[fits - 1]
-            start, guess = start + fits, max(64, 2 * fits)
+            start, guess = start + fits, max(FIRST_WIDTH, 2 * fits)
             if start < population.size:
                 core, used = core + 1, np.zeros(len(RESOURCES))
     return pieces
@@ -444,9 +447,15 @@ def _lower_bound(network: _Network, limits: _Limits) -> dict:
     fan_in_only = _Limits(limits.target, np.array([largest, limits.capacity[1], np.inf, np.inf]), limits.index_bits)
     by_resource["fan_in_axons"] = {"demand": 0.0, "cores": 0}
     for name, population in network.populations.items():
-        pieces = _cut(_Network({name: population}, {}, {}), fan_in_only, {name: np.zeros(population.size)}, "fresh")
+        if not population.size:
+            continue
+        silent = np.zeros(population.size)
+        whole = _demand(population, 0, population.size, silent, fan_in_only)[0][-1]
+        # A population whose fan-in fits one core needs one core for it; only a larger one is cut.
+        pieces = [whole] if whole[1] <= limits.capacity[1] else \
+            [p.demand for p in _cut(_Network({name: population}, {}, {}), fan_in_only, {name: silent}, "fresh")]
         if len(pieces) > by_resource["fan_in_axons"]["cores"]:
-            by_resource["fan_in_axons"] = {"demand": float(sum(p.demand[1] for p in pieces)), "cores": len(pieces),
+            by_resource["fan_in_axons"] = {"demand": float(sum(d[1] for d in pieces)), "cores": len(pieces),
                                            "population": name}
     binding = max(by_resource, key=lambda r: by_resource[r]["cores"])
     return {"cores": max(1, by_resource[binding]["cores"]), "binding": binding, "by_resource": by_resource}
@@ -652,7 +661,7 @@ class MapCores(Pass):
         fresh = packings.get("fresh")
         fits = fresh is not None and _cores(fresh[0]) <= layout.cores
         self.baseline = _placement(fresh[0], np.arange(_cores(fresh[0])), layout) if fits else None
-        mapped = graph.copy()
+        mapped = graph.copy(share_arrays=True)  # only annotations are written
         for name, placed in self.placement.pieces.items():
             mapped[name].annotations["placement"] = [{"core": p.core, "start": p.start, "stop": p.stop} for p in placed]
         self.summary = {
