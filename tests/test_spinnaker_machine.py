@@ -40,12 +40,15 @@ def small_chips(tmp_path, neurons=8, cores_per_chip=3, board=(4, 3)):
 
 
 def machine_and_reference(graph, target, x):
-    """The machine-level run and the IR-level spinnaker run of ``graph`` on ``x``."""
+    """The machine-level run and the IR-level spinnaker run of ``graph`` on ``x``: the outputs and
+    every population's spikes (``NODE:spikes``) of each."""
     lowered, _ = lower(graph, target)
     machine = build_machine(lowered, target)
     simulator = MachineSimulator(machine)
     ours = simulator.run({lowered.inputs[0]: x}, x.shape[1])
-    reference = simulate(lowered, x)
+    ours.update({f"{node}:spikes": values for node, values in simulator.spikes.items()})
+    reference = simulate(lowered, x, probes=list(simulator.spikes))
+    reference = {name: values for name, values in reference.items() if ":" not in name or name.endswith(":spikes")}
     return ours, reference, simulator, machine
 
 
@@ -53,6 +56,7 @@ def assert_same_spikes(ours, reference):
     assert set(ours) == set(reference)
     for name in reference:
         np.testing.assert_array_equal(ours[name], reference[name].astype(np.int8), err_msg=name)
+    assert sum(values.sum() for values in reference.values()) > 0
 
 
 # ----------------------------------------------------------------------------- words and rows

@@ -14,17 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from snnc.backends import lava, sim
-from snnc.backends.artifact import ArtifactWriter
-from snnc.backends.spinnaker import pynn
+from snnc.backends.artifact import TARGET_FILE, ArtifactWriter
+from snnc.backends.spinnaker import machine, pynn
 from snnc.ir import Graph
 from snnc.passes import PassManager
 from snnc.passes.pipeline import PassOptions, build_pipeline
 from snnc.targets import Target, load_target
 
-TARGET_FILE = "target.toml"
-
 #: The emitters of each arithmetic, after the lowered IR itself.
-EMITTERS = {"float": [], "loihi": [lava.emit], "spinnaker": [pynn.emit]}
+EMITTERS = {"float": [], "loihi": [lava.emit], "spinnaker": [machine.emit, pynn.emit]}
 
 
 def _plain(value):

@@ -75,6 +75,8 @@ class MachineSimulator:
             self._fetch_rows(vertex)
         self.counts: MachineCounts | None = None
         self.activity: Activity | None = None
+        #: after a run: every population's spikes, (batch, T, *shape) int8
+        self.spikes: dict[str, np.ndarray] = {}
 
     def _journeys(self, vertex: Vertex):
         """For each key the vertex sends: the vertices it reaches, and its hops and router look-ups."""
@@ -202,11 +204,10 @@ class MachineSimulator:
                 counts.population_table_misses += int(sent[vertex.id] @ self.misses_per_key[vertex.id])
         self.counts = counts
         self.activity = self._activity(batch, steps, flat, spikes, active)
-        outputs = {}
-        for output, source in machine.outputs.items():
-            sequence = flat[source] != 0 if source in flat else self._population(source, spikes)
-            outputs[output] = sequence.astype(np.int8).reshape(batch, steps, *machine.shapes[output])
-        return outputs
+        self.spikes = {node: self._population(node, spikes).reshape(batch, steps, *machine.shapes[node])
+                       for node in {v.node for v in machine.vertices if v.kind == POPULATION}}
+        return {output: (flat[source] != 0).astype(np.int8).reshape(batch, steps, *machine.shapes[output])
+                if source in flat else self.spikes[source] for output, source in machine.outputs.items()}
 
     def _population(self, node: str, per_vertex: dict[int, np.ndarray]) -> np.ndarray:
         """A population's values, joined from its cores' slices in neuron order."""
