@@ -161,13 +161,16 @@ def test_nir_paper_fixtures_match_the_ir(nir_paper, name):
 # ----------------------------------------------------------------------------- the data is what runs
 
 
+def mlp_machine(seed):
+    """An MLP lowered for spinnaker, its machine data, and 30 steps of input."""
+    rng = np.random.default_rng(seed)
+    lowered, _ = lower(mlp(rng), SPINNAKER)
+    return lowered, build_machine(lowered, SPINNAKER), spikes(rng, (1, 30, 40))
+
+
 def test_the_machine_runs_its_routing_tables_not_the_ir():
     """Take an entry out of a router's table: the packets it carried no longer arrive."""
-    rng = np.random.default_rng(2)
-    graph = mlp(rng)
-    lowered, _ = lower(graph, SPINNAKER)
-    machine = build_machine(lowered, SPINNAKER)
-    x = spikes(rng, (1, 30, 40))
+    lowered, machine, x = mlp_machine(2)
     reference = simulate(lowered, x)
     (chip, table), = machine.routing_tables.items()
     last_hidden = max(v.id for v in machine.vertices if v.node == "lif1")
@@ -180,11 +183,7 @@ def test_the_machine_runs_its_routing_tables_not_the_ir():
 
 
 def test_the_machine_runs_its_synaptic_rows_not_the_ir():
-    rng = np.random.default_rng(3)
-    graph = mlp(rng)
-    lowered, _ = lower(graph, SPINNAKER)
-    machine = build_machine(lowered, SPINNAKER)
-    x = spikes(rng, (1, 30, 40))
+    _, machine, x = mlp_machine(3)
     before = MachineSimulator(machine).run({"in": x}, 30)["out"]
     readout = next(v.id for v in machine.vertices if v.node == "lif2")
     words = machine.synaptic_matrices[readout]
