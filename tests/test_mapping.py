@@ -165,6 +165,64 @@ def test_small_populations_share_cores_and_the_bound_counts_every_resource():
     assert sum(p.neurons for p in placed.all_pieces()) == 8
 
 
+def test_a_small_population_fills_the_gap_an_earlier_core_left():
+    """a, b and c each fill one limit of a core (fan-in 4 for a and c); d, one neuron reading one
+    of c's, fits only beside b, two cores back: first-fit puts it there, one core fewer."""
+    graph = populations({"in": 4, "a": 2, "b": 4, "c": 4, "d": 1},
+                        {("in", "a"): np.ones((2, 4)), ("a", "b"): np.ones((4, 2)), ("b", "c"): np.ones((4, 4)),
+                         ("c", "d"): [[1, 0, 0, 0]]})
+    _, mapper = mapped(graph, toy_target(neurons=8, fan_in_axons=4))
+    summary = mapper.summary
+    assert summary["policy"] == "first-fit" and summary["cores"] == 3 and summary["greedy"]["cores"] == 4
+    assert [[p["population"] for p in core["pieces"]] for core in summary["per_core"]] == [["a"], ["b", "d"], ["c"]]
+    assert [core["fan_in_axons"] for core in summary["per_core"]] == [4, 3, 4]
+
+
+def conv_chain(channels=4, size=16):
+    """in (2, size, size) -> 3 x 3 convolution -> a (channels, size, size) -> 3 x 3 convolution -> b."""
+    rng = np.random.default_rng(5)
+    graph = ir.Graph(dt=1e-3)
+    graph.add("in", ir.Input(shape=(2, size, size)))
+    previous, c_in = "in", 2
+    for name in "ab":
+        graph.add(f"conv_{name}", ir.Conv2d(weight=rng.normal(0, 0.5, (channels, c_in, 3, 3)), stride=1, padding=1,
+                                            dilation=1))
+        graph.add(name, lif(shape=(channels, size, size), v_threshold=0.5))
+        graph.connect(previous, f"conv_{name}")
+        graph.connect(f"conv_{name}", name)
+        previous, c_in = name, channels
+    graph.add("out", ir.Output())
+    graph.connect("b", "out")
+    return PassManager([FuseSynapses()]).run(graph)
+
+
+def test_convolutions_are_cut_into_blocks_of_pixels_with_all_their_channels(tmp_path):
+    """A piece of one whole channel reads every input channel over the whole image (512 or 1024
+    sources, over the fan-in of 400), so runs in C order take 22 cores; a block of 4 rows of pixels
+    with all 4 channels reads 6 rows of every input channel (192 or 384), so 4 blocks hold a layer:
+    8 cores, the bound."""
+    graph = conv_chain()
+    inputs = spikes(np.random.default_rng(6), (2, 30, 2, 16, 16), rate=0.3)
+    np.save(tmp_path / "x.npy", inputs)
+    target = toy_target(neurons=256, fan_in_axons=400, mesh=(4, 4))
+    out, mapper = mapped(graph, target, str(tmp_path / "x.npy"))
+    summary = mapper.summary
+    assert summary["channel_last"] == ["a", "b"]
+    assert summary["cores"] == 8 == summary["lower_bound"]["cores"] < summary["greedy"]["cores"]
+    first = summary["per_core"][0]["pieces"]
+    assert [(p["population"], p["stop"] - p["start"]) for p in first] == [("a", 64)] * 4  # 4 rows, each channel
+    assert len({p["start"] % 256 for p in first}) == 1
+    placed = Placement.from_graph(out, target)
+    placed.check({"a": 1024, "b": 1024}, 256)
+    simulator = Simulator(graph)
+    simulator.run(inputs, count=True)
+    report = cost_model(out, target, simulator.activity)
+    assert summary["traffic_hops_per_step"] * 30 == pytest.approx(sum(report.total_hops().values()), rel=1e-9)
+    for core, counted in zip(summary["per_core"], report.cores, strict=True):
+        assert (core["core"], core["fan_in_axons"], core["fan_out_axons"]) == \
+            (counted.core, counted.fan_in_axons, counted.fan_out_axons)
+
+
 def test_a_core_that_runs_one_population_gets_pieces_of_one_population():
     """sPyNNaker's cores run one population slice each (populations_per_core = 1)."""
     graph = populations({"in": 2, "a": 3, "b": 2, "c": 3}, {("in", "a"): np.ones((3, 2)), ("a", "b"): np.ones((2, 3)),

@@ -12,10 +12,11 @@ The steps (docs/mapping.md gives the resource model and the measured quality):
 
 1. **Cut and pack.** Populations are taken in schedule order and cut into consecutive pieces, each
    the longest run of neurons that still fits the room left on the current core in every resource;
-   a full core closes and the next opens, so small populations share cores (three policies of
-   where a population starts are tried; the fewest cores win). Fan-out depends on where the
-   destinations land, so the cut is repeated with each neuron's fan-out of the previous round
-   until every core fits.
+   a full core closes and the next opens, so small populations share cores (four policies of
+   where a population starts are tried; the fewest cores win). A convolution layer is walked
+   channel-last, so that its pieces are blocks of pixels with all their channels, where that
+   takes fewer cores. Fan-out depends on where the destinations land, so the cut is repeated
+   with each neuron's fan-out of the previous round until every core fits.
 2. **Place.** The cores go onto the fewest chips, filling tiles in the greedy's index order and,
    separately, nearest the host first; moves and pairwise swaps between tiles then lower the sum
    of spike traffic times hops (Manhattan distance, which is what dimension-order routing
@@ -31,6 +32,7 @@ index order) is computed too, as the baseline the summary compares against.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -74,7 +76,7 @@ class _Synapses:
     """One synapse group (an Affine of population form) into a population.
 
     ``kernel`` is set for a shared-weight convolution (``_shared_kernel``): the number of weights of
-    each output channel's kernel, ``channel_rows`` rows (neurons) making one channel."""
+    each output channel's kernel, and ``row_channel`` the output channel of every row (neuron)."""
 
     name: str
     source: str
@@ -83,7 +85,7 @@ class _Synapses:
     bits: int
     encoding: str | None
     kernel: np.ndarray | None
-    channel_rows: int
+    row_channel: np.ndarray | None
     #: synapses of rows 0 .. i - 1, for i = 0 .. rows
     synapses_before: np.ndarray = field(init=False)
     #: the synapses as column x rows + row, ascending: a column's synapses in row order
@@ -107,9 +109,22 @@ class _Synapses:
 @dataclass
 class _Population:
     name: str
-    size: int
+    shape: tuple[int, ...]
     rate: np.ndarray
     incoming: list[_Synapses] = field(default_factory=list)
+    #: the neuron (flattened, C order) at each position the cut walks; None for C order itself
+    order: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.rate)
+
+    def runs(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """Positions ``start .. stop - 1`` as runs of neurons in C order (what a placement holds)."""
+        if self.order is None:
+            return [(start, stop)]
+        neurons = np.sort(self.order[start:stop])
+        return [(int(run[0]), int(run[-1]) + 1) for run in np.split(neurons, np.flatnonzero(np.diff(neurons) != 1) + 1)]
 
 
 @dataclass
@@ -165,26 +180,19 @@ def _shared_kernel(weight: np.ndarray, out_shape: tuple[int, ...]) -> tuple[np.n
 
 
 def _read(graph: Graph, target: Target, rates: dict[str, np.ndarray]) -> _Network:
-    """The populations and synapse groups of a graph in population form. Edges are looked up in
-    maps built once: ``Graph.predecessors`` scans every edge, which grows with the square of the
-    graph for one call per node."""
-    sources: dict[str, list[str]] = {}
-    sinks: dict[str, list[str]] = {}
-    for source, sink in graph.edges:
-        sources.setdefault(sink, []).append(source)
-        sinks.setdefault(source, []).append(sink)
+    """The populations (neurons in C order) and synapse groups of a graph in population form."""
     network = _Network({}, {}, {})
     for name in graph.schedule:
         op = graph[name].op
         if isinstance(op, Input):
             network.inputs[name] = rates[name]
         elif isinstance(op, NEURONS):
-            network.populations[name] = _Population(name, int(np.prod(graph[name].output_shape)), rates[name])
+            network.populations[name] = _Population(name, tuple(graph[name].output_shape), rates[name])
     for name in graph.schedule:
         node = graph[name]
         if not isinstance(node.op, Affine):
             continue
-        (source,) = sources[name]
+        (source,) = graph.predecessors(name)
         if not (isinstance(graph[source].op, Input) or graph[source].op.dynamics().spiking):
             raise IRError(name, f"reads {source!r}, which does not spike; cores send each other spikes only")
         encoding = node.annotations.get("encoding")
@@ -193,14 +201,64 @@ def _read(graph: Graph, target: Target, rates: dict[str, np.ndarray]) -> _Networ
         shared = _shared_kernel(node.op.weight, node.output_shape)
         if encoding == "shared" and shared is None:
             raise IRError(name, "is annotated encoding='shared', but its weights are not one kernel per channel")
-        kernel, channel_rows = shared or (None, 0)
-        for sink in sinks.get(name, []):
+        kernel, row_channel = (shared[0], np.arange(node.op.weight.shape[0]) // shared[1]) if shared else (None, None)
+        for sink in graph.successors(name):
             if sink in network.populations:
                 group = _Synapses(name, source, sink, node.op.weight, _synapse_bits(node, target), encoding, kernel,
-                                  channel_rows)
+                                  row_channel)
                 network.populations[sink].incoming.append(group)
                 network.outgoing.setdefault(source, []).append(group)
     return network
+
+
+def _channel_last(shape: tuple[int, ...]) -> np.ndarray | None:
+    """The channel-last order of a population of shape (channels, *space): a run of positions is
+    a block of pixels with all their channels. None where that is no different from C order."""
+    if len(shape) < 2 or shape[0] < 2 or math.prod(shape[1:]) < 2:
+        return None
+    return np.arange(math.prod(shape)).reshape(shape[0], -1).T.ravel()
+
+
+def _reordered(network: _Network, orders: dict[str, np.ndarray]) -> _Network:
+    """``network`` with the populations of ``orders`` in that order: their rates, the rows of the
+    synapse groups into them and the columns of the groups out of them permuted alike."""
+    if not orders:
+        return network
+    populations = {name: _Population(name, p.shape, p.rate[orders[name]] if name in orders else p.rate,
+                                     order=orders.get(name)) for name, p in network.populations.items()}
+    moved: dict[int, _Synapses] = {}
+    for name, population in network.populations.items():
+        for group in population.incoming:
+            rows = orders.get(group.target, slice(None))
+            weight = group.weight[rows]
+            if group.source in orders:
+                weight = weight[:, orders[group.source]]
+            moved[id(group)] = _Synapses(group.name, group.source, group.target, weight, group.bits, group.encoding,
+                                         group.kernel, None if group.row_channel is None else group.row_channel[rows])
+            populations[name].incoming.append(moved[id(group)])
+    return _Network(populations, network.inputs,
+                    {source: [moved[id(g)] for g in groups] for source, groups in network.outgoing.items()})
+
+
+def _orders(network: _Network, limits: _Limits) -> dict[str, np.ndarray]:
+    """Channel-last order for every population that it cuts into fewer cores when cut alone, or
+    into as many with less fan-in in all. A convolution's piece in C order is part of one channel
+    and reads every input channel over the whole image; a block of pixels reads only the pixels
+    around it, so fan-in binds later, and each source neuron reaches fewer cores (fan-in summed
+    over a population's cores is the messages into it per spike of every source neuron)."""
+    orders = {}
+    for name, population in network.populations.items():
+        order = _channel_last(population.shape)
+        if order is None:
+            continue
+        alone = _Network({name: population}, {}, {})
+        cost = {}
+        for key, candidate in (("c", alone), ("channel-last", _reordered(alone, {name: order}))):
+            pieces = _cut(candidate, limits, {name: np.zeros(population.size)}, "fresh")
+            cost[key] = (len(pieces), sum(p.demand[1] for p in pieces))
+        if cost["channel-last"] < cost["c"]:
+            orders[name] = order
+    return orders
 
 
 def _rates(graph: Graph, calibration: str | None) -> tuple[dict[str, np.ndarray], dict]:
@@ -268,8 +326,9 @@ def _demand(population: _Population, start: int, width: int, fan_out: np.ndarray
         synapses = group.synapses_before[start + 1:start + width + 1] - group.synapses_before[start]
         options[1] = synapses * (group.bits + limits.index_bits)
         if group.kernel is not None:
-            channel = np.arange(start, start + width) // group.channel_rows
-            opens = np.r_[True, channel[1:] != channel[:-1]]
+            channel = group.row_channel[start:start + width]
+            opens = np.zeros(width, bool)
+            opens[np.unique(channel, return_index=True)[1]] = True
             options[2] = np.cumsum(np.where(opens, group.kernel[channel], 0)) * group.bits
         choice = np.full(width, ENCODINGS.index(group.encoding)) if group.encoding else options.argmin(axis=0)
         memory += options[choice, np.arange(width)]
@@ -285,8 +344,10 @@ def _resource(r: str) -> str:
 
 
 #: How a population starts: in the room the previous one left on its last core ("split"), there
-#: only if it fits there whole ("whole"), or always on a fresh core ("fresh", the greedy fill).
-POLICIES = ("split", "whole", "fresh")
+#: only if it fits there whole ("whole"), always on a fresh core ("fresh", the greedy fill), or
+#: whole on the first core with room for it, else on a fresh core ("first-fit": a small population
+#: fills the gap that a population full in one resource left behind).
+POLICIES = ("split", "whole", "fresh", "first-fit")
 
 
 def _cut(network: _Network, limits: _Limits, fan_out: dict[str, np.ndarray], policy: str) -> list[_Piece]:
@@ -294,13 +355,24 @@ def _cut(network: _Network, limits: _Limits, fan_out: dict[str, np.ndarray], pol
     longest run of neurons that fits the room left on the current core, so a core closes only when
     its next neuron does not fit; ``policy`` (one of POLICIES) says where a population starts."""
     pieces: list[_Piece] = []
-    core, used = 0, np.zeros(len(RESOURCES))
+    #: what each core holds, per RESOURCES; the last core is the one being filled
+    loads = [np.zeros(len(RESOURCES))]
     for population in network.populations.values():
-        if used[0] and (policy == "fresh" or policy == "whole" and not _fits_whole(population, used, fan_out, limits)):
-            core, used = core + 1, np.zeros(len(RESOURCES))
+        if policy == "first-fit" and 0 < population.size <= limits.capacity[0]:
+            whole, choices = _demand(population, 0, population.size, fan_out[population.name], limits)
+            room = np.flatnonzero(np.all(whole[-1] <= limits.capacity - np.array(loads), axis=1))
+            if room.size:
+                core = int(room[0])
+                loads[core] = loads[core] + whole[-1]
+                pieces.append(_Piece(population.name, 0, population.size, whole[-1],
+                                     {name: ENCODINGS[c[-1]] for name, c in choices.items()}, core))
+                continue
+        if loads[-1][0] and (policy in ("fresh", "first-fit") or policy == "whole"
+                             and not _fits_whole(population, loads[-1], fan_out, limits)):
+            loads.append(np.zeros(len(RESOURCES)))
         start, guess = 0, FIRST_WIDTH
         while start < population.size:
-            room = limits.capacity - used
+            room = limits.capacity - loads[-1]
             limit = int(min(population.size - start, room[0]))
             fits, width = 0, min(limit, guess)
             while width:
@@ -310,16 +382,17 @@ def _cut(network: _Network, limits: _Limits, fan_out: dict[str, np.ndarray], pol
                     break
                 width = min(limit, 2 * width)
             if fits == 0:
-                if not used[0]:
-                    raise _too_big(population.name, start, demand[0], limits)
-                core, used = core + 1, np.zeros(len(RESOURCES))
+                if not loads[-1][0]:
+                    neuron = start if population.order is None else int(population.order[start])
+                    raise _too_big(population.name, neuron, demand[0], limits)
+                loads.append(np.zeros(len(RESOURCES)))
                 continue
             pieces.append(_Piece(population.name, start, start + fits, demand[fits - 1],
-                                 {name: ENCODINGS[c[fits - 1]] for name, c in choices.items()}, core))
-            used = used + demand[fits - 1]
+                                 {name: ENCODINGS[c[fits - 1]] for name, c in choices.items()}, len(loads) - 1))
+            loads[-1] = loads[-1] + demand[fits - 1]
             start, guess = start + fits, max(FIRST_WIDTH, 2 * fits)
             if start < population.size:
-                core, used = core + 1, np.zeros(len(RESOURCES))
+                loads.append(np.zeros(len(RESOURCES)))
     return pieces
 
 
@@ -414,18 +487,20 @@ def _pack(network: _Network, limits: _Limits, policy: str) -> tuple[list[_Piece]
 
 
 def _cores(pieces: list[_Piece]) -> int:
-    return pieces[-1].core + 1 if pieces else 0
+    return max(p.core for p in pieces) + 1 if pieces else 0
 
 
-def _lower_bound(network: _Network, limits: _Limits) -> dict:
-    """Cores no mapping can do with, per resource, and the largest of them.
+def _lower_bound(orders: list[_Network], limits: _Limits) -> dict:
+    """Cores no mapping can do with, per resource, and the largest of them; ``orders`` holds the
+    network in each order of its neurons that map-cores cuts in.
 
     Neurons add up over cores. Synaptic memory is at least a bit width per synapse (dense with no
     zero, which one-neuron pieces reach), or a convolution's kernels once. Fan-out is at least one
     axon per neuron that sends anywhere. Fan-in is a union over a core's neurons, so it adds up over
-    nothing; but a population whose pieces are ranges of neurons, at most one range per core (what
-    map-cores makes), needs at least as many cores as the fewest ranges that each fit the fan-in
-    limit, and cutting at the last neuron that fits gives the fewest."""
+    nothing; but a population whose pieces are runs of one of those orders, at most one run per
+    core (what map-cores makes), needs at least as many cores as the fewest runs that each fit the
+    fan-in limit, and cutting at the last neuron that fits gives the fewest in each order."""
+    network = orders[0]
     demand = dict.fromkeys(RESOURCES, 0.0)
     for population in network.populations.values():
         demand["neurons"] += population.size
@@ -452,8 +527,9 @@ def _lower_bound(network: _Network, limits: _Limits) -> dict:
         silent = np.zeros(population.size)
         whole = _demand(population, 0, population.size, silent, fan_in_only)[0][-1]
         # A population whose fan-in fits one core needs one core for it; only a larger one is cut.
-        pieces = [whole] if whole[1] <= limits.capacity[1] else \
-            [p.demand for p in _cut(_Network({name: population}, {}, {}), fan_in_only, {name: silent}, "fresh")]
+        pieces = [whole] if whole[1] <= limits.capacity[1] else min(
+            ([p.demand for p in _cut(_Network({name: each.populations[name]}, {}, {}), fan_in_only, {name: silent},
+                                     "fresh")] for each in orders), key=len)
         if len(pieces) > by_resource["fan_in_axons"]["cores"]:
             by_resource["fan_in_axons"] = {"demand": float(sum(d[1] for d in pieces)), "cores": len(pieces),
                                            "population": name}
@@ -571,11 +647,12 @@ def _refine(graph, positions: np.ndarray, per_tile: int, tile: np.ndarray) -> tu
     return total, tile
 
 
-def _placement(pieces: list[_Piece], physical: np.ndarray, layout: Layout) -> Placement:
+def _placement(pieces: list[_Piece], physical: np.ndarray, layout: Layout, network: _Network) -> Placement:
     placed: dict[str, list[Piece]] = {}
     for p in pieces:
-        placed.setdefault(p.population, []).append(Piece(p.population, int(physical[p.core]), p.start, p.stop))
-    return Placement(layout, placed)
+        placed.setdefault(p.population, []).extend(Piece(p.population, int(physical[p.core]), start, stop)
+                                                   for start, stop in network.populations[p.population].runs(p.start, p.stop))
+    return Placement(layout, {name: sorted(each, key=lambda piece: piece.start) for name, each in placed.items()})
 
 
 def _routes(usage: _Usage, physical: np.ndarray, layout: Layout) -> tuple[float, float, dict]:
@@ -638,29 +715,33 @@ class MapCores(Pass):
         layout = Layout.of(target)
         limits = _Limits(target.name, np.array([target.core[r] for r in RESOURCES], np.float64),
                          max(1, math.ceil(math.log2(target.core["neurons"]))))
-        bound = _lower_bound(network, limits)
+        orders = _orders(network, limits)
+        networks = {"c": network, "channel-last": _reordered(network, orders)} if orders else {"c": network}
+        bound = _lower_bound(list(networks.values()), limits)
         packings, failures = {}, []
         # A core that runs one population (sPyNNaker's cores) only takes the fresh-core policy.
-        for policy in ("fresh",) if target.core.get("populations_per_core") == 1 else POLICIES:
+        for order, policy in itertools.product(networks, ("fresh",) if target.core.get("populations_per_core") == 1
+                                               else POLICIES):
             try:
-                packings[policy] = _pack(network, limits, policy)
+                packings[order, policy] = _pack(networks[order], limits, policy)
             except SnncError as e:
                 failures.append(e)
         if not packings:
             raise failures[0]
         # The fewest cores, then the fewest messages: a population cut across a shared core sends more.
-        policy = min(packings, key=lambda p: (_cores(packings[p][0]), sum(packings[p][1].flows.values())))
-        pieces, usage = packings[policy]
+        order, policy = min(packings, key=lambda k: (_cores(packings[k][0]), sum(packings[k][1].flows.values())))
+        pieces, usage = packings[order, policy]
+        network = networks[order]
         cores = _cores(pieces)
         if cores > layout.cores:
             raise _board_error(cores, bound, layout, limits)
         physical = _place(usage, cores, layout) if cores else np.zeros(0, np.int64)
         messages, hops, loads = _routes(usage, physical, layout)
 
-        self.placement = _placement(pieces, physical, layout)
-        fresh = packings.get("fresh")
+        self.placement = _placement(pieces, physical, layout, network)
+        fresh = packings.get(("c", "fresh"))
         fits = fresh is not None and _cores(fresh[0]) <= layout.cores
-        self.baseline = _placement(fresh[0], np.arange(_cores(fresh[0])), layout) if fits else None
+        self.baseline = _placement(fresh[0], np.arange(_cores(fresh[0])), layout, networks["c"]) if fits else None
         mapped = graph.copy(share_arrays=True)  # only annotations are written
         for name, placed in self.placement.pieces.items():
             mapped[name].annotations["placement"] = [{"core": p.core, "start": p.start, "stop": p.stop} for p in placed]
@@ -669,15 +750,16 @@ class MapCores(Pass):
             "rates": {**measured, "mean_per_population": {name: float(np.mean(rates[name])) if rates[name].size else 0.0
                                                           for name in rates}},
             "capacity": {r: int(c) for r, c in zip(RESOURCES, limits.capacity, strict=True)},
-            "policy": policy, "cores": cores, "tiles": len({layout.position(int(c)) for c in physical}),
+            "policy": policy, "channel_last": sorted(orders) if order == "channel-last" else [],
+            "cores": cores, "tiles": len({layout.position(int(c)) for c in physical}),
             "chips": len({layout.locate(int(c)).chip for c in physical}),
             "lower_bound": bound, "cores_over_lower_bound": cores / bound["cores"],
             "traffic_per_step": messages, "traffic_hops_per_step": hops,
-            "greedy": self._greedy(packings.get("fresh"), layout),
+            "greedy": self._greedy(fresh, layout),
             "links": [{"from": list(layout.tile_at(*a)), "to": list(layout.tile_at(*b)), "kind": kind,
                        "messages_per_step": load}
                       for (a, b), (kind, load) in sorted(loads.items(), key=lambda item: -item[1][1])[:TOP_LINKS]],
-            "per_core": self._cores(pieces, usage, physical, layout),
+            "per_core": self._cores(pieces, usage, physical, layout, network),
         }
         greedy_hops = self.summary["greedy"].get("traffic_hops_per_step")
         self.summary["traffic_hops_vs_greedy"] = hops / greedy_hops if greedy_hops else None
@@ -696,7 +778,8 @@ class MapCores(Pass):
         return {"cores": cores, "fits": True, "traffic_hops_per_step": _routes(usage, np.arange(cores), layout)[1]}
 
     @staticmethod
-    def _cores(pieces: list[_Piece], usage: _Usage, physical: np.ndarray, layout: Layout) -> list[dict]:
+    def _cores(pieces: list[_Piece], usage: _Usage, physical: np.ndarray, layout: Layout,
+               network: _Network) -> list[dict]:
         sent, received = np.zeros(len(physical)), np.zeros(len(physical))
         for (a, b), messages in usage.flows.items():
             received[b] += messages
@@ -711,8 +794,10 @@ class MapCores(Pass):
             where = layout.locate(int(physical[v]))
             cores.append({"core": int(physical[v]), "chip": where.chip, "tile": [where.tile_x, where.tile_y],
                           "core_in_tile": where.core_in_tile,
-                          "pieces": [{"population": p.population, "start": p.start, "stop": p.stop,
-                                      "encodings": p.encodings} for p in held],
+                          "pieces": [{"population": p.population, "start": start, "stop": stop,
+                                      "encodings": p.encodings}
+                                     for p in held for start, stop in network.populations[p.population].runs(p.start,
+                                                                                                             p.stop)],
                           "neurons": sum(p.stop - p.start for p in held), "fan_in_axons": int(usage.fan_in[v]),
                           "fan_out_axons": int(usage.fan_out[v]),
                           "synaptic_memory_bits": int(sum(p.demand[3] for p in held)),
