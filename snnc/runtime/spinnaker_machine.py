@@ -144,8 +144,8 @@ class MachineSimulator:
         flat = {name: np.asarray(x).reshape(batch, steps, -1) for name, x in inputs.items()}
         rings = {i: np.zeros((batch, slots, len(SYNAPSE_TYPES), self.vertices[i].atoms), np.int64)
                  for i in machine.neurons}
-        states = {i: {name: np.zeros((batch, self.vertices[i].atoms), np.int64) for name in NeuronModel.state_names}
-                  for i in machine.neurons}
+        states = {i: {name: np.tile(np.asarray(params[f"initial_{name}"], np.int64), (batch, 1))
+                      for name in NeuronModel.state_names} for i, params in machine.neurons.items()}
         extensions = [v for v in machine.vertices if v.kind == DELAY_EXTENSION]
         held = {v.id: np.zeros((batch, slots * len(v.stages) + 1, v.atoms), bool) for v in extensions}
         spikes = {i: np.zeros((batch, steps, self.vertices[i].atoms), np.int8) for i in machine.neurons}
@@ -169,7 +169,7 @@ class MachineSimulator:
                     spikes[vertex.id][:, tick] = fired
                     emitted[vertex.id] = fired
                 elif vertex.kind == SPIKE_SOURCE:
-                    emitted[vertex.id] = flat[vertex.node][:, tick, vertex.start:vertex.stop] != 0
+                    emitted[vertex.id] = flat[vertex.node][:, tick, vertex.neurons] != 0
             for vertex in extensions:
                 buffer = held[vertex.id]
                 length = buffer.shape[1]
@@ -210,10 +210,13 @@ class MachineSimulator:
                 if source in flat else self.spikes[source] for output, source in machine.outputs.items()}
 
     def _population(self, node: str, per_vertex: dict[int, np.ndarray]) -> np.ndarray:
-        """A population's values, joined from its cores' slices in neuron order."""
-        parts = sorted((v.start, per_vertex[v.id]) for v in self.machine.vertices
-                       if v.kind == POPULATION and v.node == node)
-        return np.concatenate([part for _, part in parts], axis=-1)
+        """A population's values (..., neurons), gathered from its cores' slices."""
+        cores = [v for v in self.machine.vertices if v.kind == POPULATION and v.node == node]
+        first = per_vertex[cores[0].id]
+        joined = np.zeros((*first.shape[:-1], int(np.prod(self.machine.shapes[node]))), first.dtype)
+        for vertex in cores:
+            joined[..., vertex.neurons] = per_vertex[vertex.id]
+        return joined
 
     def _activity(self, batch, steps, flat, spikes, active) -> Activity:
         machine = self.machine
@@ -267,7 +270,7 @@ def machine_report(simulator: MachineSimulator, target: Target, batch: int) -> d
         "latency_s": latency,
         "energy_j": float(sum(energy.values())),
         "energy_breakdown_j": energy,
-        "per_core": [{"vertex": v.id, "kind": v.kind, "node": v.node, "neurons": [v.start, v.stop], "chip": list(v.chip),
+        "per_core": [{"vertex": v.id, "kind": v.kind, "node": v.node, "neurons": [list(r) for r in v.ranges], "chip": list(v.chip),
                       "core": v.core, "packets_sent": float(counts.packets_sent[:, v.id].sum()) / batch,
                       "packets_received": float(counts.packets_received[:, v.id].sum()) / batch,
                       "synaptic_words": float(counts.synaptic_words[:, v.id].sum()) / batch,

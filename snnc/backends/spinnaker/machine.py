@@ -20,7 +20,8 @@ map-cores' placement) into a ``MachineData``:
 - **Master population table** per population core: ``(key, mask, address, row_length, atoms)``
   sorted by key; a packet's entry gives the row ``stage * atoms + neuron`` at ``address + row *
   (row_length + 3)`` words.
-- **Neuron data** per population core: quantize-spinnaker's s16.15 parameters of its slice.
+- **Neuron data** per population core: quantize-spinnaker's s16.15 parameters of its slice, and the
+  state it starts from (``initial_v``, ``initial_exc``, ``initial_inh``).
 - **Routing tables** per chip, built, default-route-reduced and compressed by
   ``snnc.backends.spinnaker.routing`` to fit the router.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,18 +55,21 @@ TYPE_BITS = 1
 #: Columns of a master population table.
 POPULATION_TABLE = ("key", "mask", "address", "row_length", "atoms")
 POPULATION, SPIKE_SOURCE, DELAY_EXTENSION = "population", "spike_source", "delay_extension"
+#: A neuron's state variables in s16.15 (sPyNNaker's synaptic inputs and V_membrane).
+NEURON_STATE = ("exc", "inh", "v")
 
 
 @dataclass
 class Vertex:
-    """What one core runs: neurons ``start`` to ``stop - 1`` of node ``node`` (a population, or an
-    Input for a spike source); a delay extension delays the spikes of vertex ``source``."""
+    """What one core runs: the neurons of node ``node`` (a population, or an Input for a spike
+    source) in ``ranges``, ``[start, stop)`` pairs of flat neuron indices in the order the core
+    numbers them (map-cores may give a core blocks of an image, not one run); a delay extension
+    delays the spikes of vertex ``source``."""
 
     id: int
     kind: str
     node: str
-    start: int
-    stop: int
+    ranges: list[tuple[int, int]]
     chip: tuple[int, int]
     core: int
     key: int
@@ -78,7 +83,12 @@ class Vertex:
 
     @property
     def atoms(self) -> int:
-        return self.stop - self.start
+        return sum(stop - start for start, stop in self.ranges)
+
+    @cached_property
+    def neurons(self) -> np.ndarray:
+        """The node's flat neuron index of each of the core's neurons."""
+        return np.concatenate([np.arange(start, stop) for start, stop in self.ranges])
 
     def keys(self, index_bits: int) -> np.ndarray:
         """Every key the vertex sends, in the order of its emission: a delay extension stage by stage."""
@@ -140,7 +150,7 @@ class MachineData:
             "synaptic_word": {"weight_bits": 16, "delay_bits": self.delay_bits, "type_bits": TYPE_BITS,
                               "index_bits": self.index_bits},
             "key_shift": self.key_shift, "router_entries": self.router_entries,
-            "vertices": [{**asdict(v), "chip": list(v.chip),
+            "vertices": [{**asdict(v), "chip": list(v.chip), "ranges": [list(r) for r in v.ranges],
                           **({"model": self.neurons[v.id]["model"]} if v.id in self.neurons else {})}
                          for v in self.vertices],
             "routing": [{"chip": [x, y], "generated": self.routing_entries_generated[(x, y)],
@@ -159,7 +169,8 @@ class MachineData:
                             "--target spinnaker") from None
         arrays = load_arrays(directory / MACHINE_ARRAYS)
         models = {v["id"]: v.pop("model") for v in description["vertices"] if "model" in v}
-        vertices = [Vertex(**{**v, "chip": tuple(v["chip"])}) for v in description["vertices"]]
+        vertices = [Vertex(**{**v, "chip": tuple(v["chip"]), "ranges": [tuple(r) for r in v["ranges"]]})
+                    for v in description["vertices"]]
         neurons = {i: {"model": model} for i, model in models.items()}
         for name, value in arrays.items():
             if ".neuron." in name:
@@ -235,14 +246,14 @@ class _Builder:
 
     # -- vertices
 
-    def _add(self, kind: str, node: str, start: int, stop: int, core: int, source: int | None = None) -> Vertex:
+    def _add(self, kind: str, node: str, ranges: list[tuple[int, int]], core: int, source: int | None = None) -> Vertex:
         vertex_id = len(self.vertices)
         if vertex_id >= 1 << (32 - self.key_shift):
             raise SnncError(f"the network needs more than {1 << (32 - self.key_shift)} cores, which the 32-bit "
                             "routing keys cannot name")
         chip = self.layout.position(core)
         width = self.index_bits if kind != DELAY_EXTENSION else self.key_shift
-        vertex = Vertex(vertex_id, kind, node, start, stop, chip, self.layout.locate(core).core_in_tile,
+        vertex = Vertex(vertex_id, kind, node, ranges, chip, self.layout.locate(core).core_in_tile,
                         vertex_id << self.key_shift, (0xFFFFFFFF << width) & 0xFFFFFFFF, source)
         self.vertices.append(vertex)
         return vertex
@@ -256,15 +267,18 @@ class _Builder:
         return core
 
     def _place_vertices(self) -> dict[str, list[Vertex]]:
-        """Every spike-sending slice of every node: population pieces where map-cores put them, input
-        slices of at most ``core.neurons`` on free cores."""
+        """Every spike-sending slice of every node: a population's pieces on each core where map-cores
+        put them, input slices of at most ``core.neurons`` on free cores."""
         slices: dict[str, list[Vertex]] = {}
         for name, pieces in self.placement.pieces.items():
-            slices[name] = [self._add(POPULATION, name, p.start, p.stop, p.core) for p in pieces]
+            on_core: dict[int, list[tuple[int, int]]] = {}
+            for piece in pieces:
+                on_core.setdefault(piece.core, []).append((piece.start, piece.stop))
+            slices[name] = [self._add(POPULATION, name, ranges, core) for core, ranges in on_core.items()]
         limit = self.target.core["neurons"]
         for name in self.graph.inputs:
             size = int(np.prod(self.graph[name].output_shape))
-            slices[name] = [self._add(SPIKE_SOURCE, name, start, min(size, start + limit),
+            slices[name] = [self._add(SPIKE_SOURCE, name, [(start, min(size, start + limit))],
                                       self._free_core(f"the spikes of input {name!r}"))
                             for start in range(0, size, limit)]
         return slices
@@ -285,12 +299,12 @@ class _Builder:
         parts = []
         for name in names:
             fixed = self.graph[name].annotations["spinnaker"]
-            rows, columns = slice(target.start, target.stop), slice(source.start, source.stop)
+            block = np.ix_(target.neurons, source.neurons)
+            delays = fixed["delays"][block]
             for synapse_type, key in enumerate(("excitatory", "inhibitory")):
-                weights = fixed[key][rows, columns]
+                weights = fixed[key][block]
                 post, pre = np.nonzero(weights)
-                parts.append((pre, post, weights[post, pre], np.full(len(pre), synapse_type),
-                              fixed["delays"][rows, columns][post, pre]))
+                parts.append((pre, post, weights[post, pre], np.full(len(pre), synapse_type), delays[post, pre]))
         return _Synapses(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
     def _block(self, synapses: _Synapses, rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, int]:
@@ -332,7 +346,7 @@ class _Builder:
             if sender_id not in extensions:
                 stages = sorted({int(s) for (i, _), syn in delayed.items() if i == sender_id
                                  for s in np.unique((syn.delay - 1) // self.slots)})
-                extension = self._add(DELAY_EXTENSION, sender.node, sender.start, sender.stop,
+                extension = self._add(DELAY_EXTENSION, sender.node, sender.ranges,
                                       self._free_core(f"the delay extension of {sender.node!r}"), source=sender_id)
                 extension.stages = list(range(1, stages[-1] + 1))
                 extensions[sender_id] = extension
@@ -350,8 +364,11 @@ class _Builder:
                 continue
             fixed = graph[vertex.node].annotations["spinnaker"]
             neurons[vertex.id] = {name: (value if np.ndim(value) == 0 or name == "ring_buffer_shifts"
-                                         else np.asarray(value).ravel()[vertex.start:vertex.stop])
+                                         else np.asarray(value).ravel()[vertex.neurons])
                                   for name, value in fixed.items()}
+            # The state the core starts from: the IR's zero, in the population's s16.15 scale.
+            neurons[vertex.id].update({f"initial_{name}": np.zeros(vertex.atoms, np.int32)
+                                       for name in NEURON_STATE})
             words, entries, address = [], [], 0
             for sender, synapses, rows, n_rows in sorted(blocks[vertex.id], key=lambda b: b[0].key):
                 block, row_length = self._block(synapses, rows, n_rows)
@@ -362,7 +379,8 @@ class _Builder:
             tables[vertex.id] = np.array(entries, np.uint32).reshape(-1, len(POPULATION_TABLE))
             bits = 32 * len(matrices[vertex.id])
             if bits > target.core["synaptic_memory_bits"]:
-                raise SnncError(f"population {vertex.node!r}, neurons {vertex.start} to {vertex.stop - 1}: its "
+                raise SnncError(f"population {vertex.node!r}, neurons {vertex.ranges} on core {vertex.core} of chip "
+                                f"{vertex.chip}: its "
                                 f"synaptic matrices need {bits} bits, more than a core's "
                                 f"{target.core['synaptic_memory_bits']}; use --sparsity, or fewer neurons per core")
         for vertex in self.vertices:
