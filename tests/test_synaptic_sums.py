@@ -7,7 +7,7 @@ import pytest
 from snnc.backends import lower
 from snnc.runtime import synaptic_sums
 from snnc.runtime.simulator import Simulator
-from snnc.runtime.synaptic_sums import dense_sum, event_driven_sum, synaptic_sum
+from snnc.runtime.synaptic_sums import SynapticWeights, dense_sum, event_driven_sum, synaptic_sum
 from snnc.targets import load_target
 
 from graphs import mlp, random_network, spikes
@@ -18,14 +18,20 @@ LOIHI2 = load_target("loihi2")
 @pytest.mark.parametrize("density", [0.0, 0.01, 0.1, 0.5, 1.0])
 @pytest.mark.parametrize("row_dtype, weight_dtype", [(np.int8, np.float32), (np.float64, np.float32),
                                                      (np.int64, np.float64)])
+@pytest.mark.parametrize("largest, form", [(127 * 6, np.int8), (300, np.int16), (1 << 16, np.floating)])
 @pytest.mark.parametrize("n_out", [1, 7, 100])
-def test_event_driven_sum_equals_the_matrix_product(density, row_dtype, weight_dtype, n_out):
+def test_event_driven_sum_equals_the_matrix_product(density, row_dtype, weight_dtype, largest, form, n_out):
     rng = np.random.default_rng(int(density * 100) + n_out)
-    weights = rng.integers(-256, 255, (53, n_out)).astype(weight_dtype)
-    # Twos as well as ones: a synapse fed by two spiking sources receives their sum.
-    rows = ((rng.random((37, 53)) < density) * rng.integers(1, 3, (37, 53))).astype(row_dtype)
-    expected = rows.astype(np.int64) @ weights.astype(np.int64)
-    event, dense = event_driven_sum(rows, weights), dense_sum(rows, weights)
+    # Multiples of 6 up to 127 * 6 are int8 once divided by their common divisor.
+    step = 6 if form is np.int8 else 1
+    weights = rng.integers(-largest // step, largest // step + 1, (300, n_out)) * step
+    matrix = SynapticWeights(weights.astype(weight_dtype))
+    assert np.issubdtype(matrix.events.dtype, form)
+    # Twos as well as ones: a synapse fed by two spiking sources receives their sum. 300 inputs
+    # at full density take more than one partial sum in int16.
+    rows = ((rng.random((37, 300)) < density) * rng.integers(1, 3, (37, 300))).astype(row_dtype)
+    expected = rows.astype(np.int64) @ weights
+    event, dense = event_driven_sum(rows, matrix), dense_sum(rows, matrix.floats)
     assert event.dtype == dense.dtype == weight_dtype
     np.testing.assert_array_equal(event, expected)
     np.testing.assert_array_equal(dense, expected)
@@ -35,8 +41,8 @@ def test_the_sum_is_event_driven_below_the_crossover_density(monkeypatch):
     calls = []
     for name in ("event_driven_sum", "dense_sum"):
         original = getattr(synaptic_sums, name)
-        monkeypatch.setattr(synaptic_sums, name, lambda r, w, f=original, n=name: calls.append(n) or f(r, w))
-    weights = np.ones((100, 4), np.float32)
+        monkeypatch.setattr(synaptic_sums, name, lambda *a, f=original, n=name: calls.append(n) or f(*a))
+    weights = SynapticWeights(np.ones((100, 4), np.float32))
     rows = np.zeros((10, 100), np.int8)
     rows[:, : int(100 * synaptic_sums.EVENT_DRIVEN_DENSITY) - 1] = 1
     synaptic_sum(rows, weights)
@@ -52,9 +58,9 @@ def run_forcing(monkeypatch, path, lowered, x, stepwise=False):
     for name in calls:
         original = getattr(synaptic_sums, name)
 
-        def counted(rows, weights, original=original, name=name):
+        def counted(*arguments, original=original, name=name):
             calls[name] += 1
-            return original(rows, weights)
+            return original(*arguments)
         monkeypatch.setattr(synaptic_sums, name, counted)
     # Above 1 every row counts as sparse; at 0 none does.
     monkeypatch.setattr(synaptic_sums, "EVENT_DRIVEN_DENSITY", 1.5 if path == "event" else 0.0)

@@ -29,13 +29,12 @@ FIXED_POINT = {"loihi": ("snnc.runtime.loihi", np.float64), "spinnaker": ("snnc.
 
 
 @numba.njit(cache=True)
-def _copy_spikes(values, spikes) -> bool:
-    """Copy the flat ``values`` into the flat int8 ``spikes``; False if any value is not 0 or 1.
-    One pass, no temporary arrays, and no early exit, so that it vectorizes."""
+def _only_spikes(values) -> bool:
+    """Whether every value of the flat ``values`` is 0 or 1: one pass, no temporary arrays, and no
+    early exit, so that it vectorizes."""
     others = 0
     for i in range(values.size):
         others += (values[i] != 0) & (values[i] != 1)
-        spikes[i] = values[i]
     return others == 0
 
 
@@ -91,14 +90,10 @@ class Simulator:
             if array.shape[2:] != shape or array.ndim != len(shape) + 2:
                 raise SnncError(f"input {name!r} must have shape (batch, T, {', '.join(map(str, shape))}), got {array.shape}")
             lengths.add(array.shape[:2])
-            if self.arithmetic in FIXED_POINT:
-                spikes = np.empty(array.shape, np.int8)
-                if array.dtype.kind not in "biuf" or not _copy_spikes(np.ascontiguousarray(array).reshape(-1),
-                                                                     spikes.reshape(-1)):
-                    raise SnncError(f"input {name!r} holds values other than 0 and 1; {self.arithmetic} inputs are spikes")
-                checked[name] = spikes
-            else:
-                checked[name] = array.astype(self.dtype, copy=False)
+            if self.arithmetic in FIXED_POINT and (
+                    array.dtype.kind not in "biuf" or not _only_spikes(np.ascontiguousarray(array).reshape(-1))):
+                raise SnncError(f"input {name!r} holds values other than 0 and 1; {self.arithmetic} inputs are spikes")
+            checked[name] = array.astype(self.dtype, copy=False)
         if len(lengths) > 1:
             raise SnncError(f"all inputs must share batch and T, got {sorted(lengths)}")
         if steps is not None:
@@ -108,7 +103,7 @@ class Simulator:
                 have = array.shape[1]
                 # Steps past the given input receive no input; fewer steps cut it.
                 checked[name] = array[:, :steps] if have >= steps else np.concatenate(
-                    [array, np.zeros((array.shape[0], steps - have, *array.shape[2:]), array.dtype)], axis=1)
+                    [array, np.zeros((array.shape[0], steps - have, *array.shape[2:]), self.dtype)], axis=1)
         return checked
 
     def run(self, inputs, steps: int | None = None, probes: Iterable[str] = (), count: bool = False) -> dict[str, np.ndarray]:
@@ -135,17 +130,25 @@ class Simulator:
         block = self.block_length(batch, length)
         self._block = block
         self._buffers: dict[str, np.ndarray] = {}
+        self._outside: dict[str, np.ndarray] = {}
         self._last_row: dict[str, int] = {}
+        input_spikes: dict[str, list[np.ndarray]] = {name: [] for name in inputs}
         for start in range(0, length, block):
-            values = self._run_block({name: array[:, start:start + block] for name, array in inputs.items()}, batch,
-                                     set(keep))
+            # Fixed-point inputs, checked to be spikes, travel as int8 from here on: converted a
+            # block at a time, the copy stays in cache.
+            block_inputs = {name: array[:, start:start + block].astype(np.int8) if self.arithmetic in FIXED_POINT
+                            else array[:, start:start + block] for name, array in inputs.items()}
+            if count:
+                for name, array in block_inputs.items():
+                    input_spikes[name].append(np.count_nonzero(array, axis=0).astype(np.int32))
+            values = self._run_block(block_inputs, batch, set(keep))
             for name in keep:
                 kept[name][:, start:start + block] = values[name]
         values = kept
 
         if count:
             self.activity = Activity(batch, length, {
-                **{name: PopulationActivity(spikes=(inputs[name] != 0).sum(axis=0, dtype=np.int32)) for name in inputs},
+                **{name: PopulationActivity(spikes=np.concatenate(blocks)) for name, blocks in input_spikes.items()},
                 **{name: k.activity() for name, k in self.kernels.items() if isinstance(k, Neuron)}})
         results = {name: values[name] for name in graph.outputs}
         for name in probes:
@@ -226,20 +229,32 @@ class Simulator:
         recurrent = graph.recurrent_edges
         plans = []
         for name in component:
-            sources = []
+            inside, outside = [], []
             for source in graph.predecessors(name):
                 if source in buffers:
-                    sources.append((buffers[source], 0 if (source, name) in recurrent else 1))
+                    inside.append((buffers[source], 0 if (source, name) in recurrent else 1))
                 else:  # an earlier component, read at the same step
-                    sources.append((np.ascontiguousarray(np.moveaxis(values[source], 1, 0)), 0))
-            total = np.empty((batch, *graph[name].input_shape), self.dtype) if len(sources) > 1 else None
-            plans.append((buffers[name], self.kernels[name], sources, total))
+                    outside.append(np.moveaxis(values[source], 1, 0))
+            # The sum of the inputs from earlier components, for the whole block at once and
+            # time-major: a step reads one contiguous row instead of gathering strided ones. A
+            # single input keeps its dtype (spikes stay int8).
+            if outside:
+                if name not in self._outside:
+                    dtype = outside[0].dtype if len(outside) == 1 else self.dtype
+                    self._outside[name] = np.empty((self._block, batch, *graph[name].input_shape), dtype)
+                np.copyto(self._outside[name][:steps], outside[0])
+                for array in outside[1:]:
+                    self._outside[name][:steps] += array
+                inside.insert(0, (self._outside[name], 0))
+            total = np.empty((batch, *graph[name].input_shape), self.dtype) if len(inside) > 1 else None
+            plans.append((buffers[name], self.kernels[name], inside, total))
         for t in range(steps):
             for output, kernel, sources, total in plans:
                 (first, offset), rest = sources[0], sources[1:]
                 x = first[t + offset]
                 if rest:
-                    np.copyto(total, x)
+                    (second, second_offset), rest = rest[0], rest[1:]
+                    np.add(x, second[t + second_offset], out=total)
                     for buffer, offset in rest:
                         total += buffer[t + offset]
                     x = total

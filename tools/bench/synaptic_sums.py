@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from snnc.runtime.synaptic_sums import dense_sum, event_driven_sum
+from snnc.runtime.synaptic_sums import SynapticWeights, dense_sum, event_driven_sum
 
-SHAPES = ((784, 512), (512, 512), (512, 10), (100, 1000), (1000, 1000))
+SHAPES = ((784, 512), (512, 512), (512, 10), (100, 1000), (1000, 1000), (100, 100))
 ROWS = (128, 128 * 40)
 DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
@@ -40,15 +40,16 @@ def main() -> None:
     print("| n_in x n_out | rows | " + " | ".join(f"{d:.0%}" for d in DENSITIES) + " | crossover |")
     print("| --- | --- | " + " | ".join("---" for _ in DENSITIES) + " | --- |")
     for n_in, n_out in SHAPES:
-        weights = rng.integers(-254, 255, (n_in, n_out)).astype(np.float32)
+        # Loihi's weights: even 8-bit mantissas.
+        weights = SynapticWeights((rng.integers(-128, 128, (n_in, n_out)) * 2).astype(np.float32))
         for n_rows in ROWS:
             cells, crossover = [], None
             for density in DENSITIES:
-                rows = (rng.random((n_rows, n_in)) < density).astype(np.float64)
-                if not np.array_equal(event_driven_sum(rows, weights), dense_sum(rows, weights)):
+                rows = (rng.random((n_rows, n_in)) < density).astype(np.int8)
+                if not np.array_equal(event_driven_sum(rows, weights), dense_sum(rows, weights.floats)):
                     raise SystemExit(f"{n_in}x{n_out}: the two sums differ at density {density}")
                 event = best_time(lambda: event_driven_sum(rows, weights), args.repeat) / n_rows * 1e9
-                dense = best_time(lambda: dense_sum(rows, weights), args.repeat) / n_rows * 1e9
+                dense = best_time(lambda: dense_sum(rows, weights.floats), args.repeat) / n_rows * 1e9
                 cells.append(f"{event:.0f} / {dense:.0f}")
                 if crossover is None and event > dense:
                     crossover = density
