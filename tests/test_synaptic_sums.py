@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from snnc.backends import lower
-from snnc.runtime import synaptic_sums
+from snnc.runtime import loihi, synaptic_sums
 from snnc.runtime.simulator import Simulator
 from snnc.runtime.synaptic_sums import SynapticWeights, dense_sum, event_driven_sum, synaptic_sum
 from snnc.targets import load_target
@@ -42,13 +42,17 @@ def test_the_sum_is_event_driven_below_the_crossover_density(monkeypatch):
     for name in ("event_driven_sum", "dense_sum"):
         original = getattr(synaptic_sums, name)
         monkeypatch.setattr(synaptic_sums, name, lambda *a, f=original, n=name: calls.append(n) or f(*a))
-    weights = SynapticWeights(np.ones((100, 4), np.float32))
+    wide = SynapticWeights(np.ones((100, 200), np.float32))
+    crossover = int(100 * synaptic_sums.crossover_density(200))
     rows = np.zeros((10, 100), np.int8)
-    rows[:, : int(100 * synaptic_sums.EVENT_DRIVEN_DENSITY) - 1] = 1
-    synaptic_sum(rows, weights)
-    rows[:, : int(100 * synaptic_sums.EVENT_DRIVEN_DENSITY) + 1] = 1
-    synaptic_sum(rows, weights)
-    assert calls == ["event_driven_sum", "dense_sum"]
+    rows[:, : crossover - 1] = 1
+    synaptic_sum(rows, wide)
+    rows[:, : crossover + 1] = 1
+    synaptic_sum(rows, wide)
+    # A few outputs per input: BLAS is faster at any density.
+    narrow = SynapticWeights(np.ones((100, synaptic_sums.EVENT_DRIVEN_OUTPUTS), np.float32))
+    synaptic_sum(np.eye(100, dtype=np.int8)[:1], narrow)
+    assert calls == ["event_driven_sum", "dense_sum", "dense_sum"]
 
 
 def run_forcing(monkeypatch, path, lowered, x, stepwise=False):
@@ -64,6 +68,7 @@ def run_forcing(monkeypatch, path, lowered, x, stepwise=False):
         monkeypatch.setattr(synaptic_sums, name, counted)
     # Above 1 every row counts as sparse; at 0 none does.
     monkeypatch.setattr(synaptic_sums, "EVENT_DRIVEN_DENSITY", 1.5 if path == "event" else 0.0)
+    monkeypatch.setattr(synaptic_sums, "EVENT_DRIVEN_OUTPUTS", 0)
     simulator = Simulator(lowered, stepwise=stepwise)
     probes = [n.name for n in lowered if n.op.stateful]
     results = simulator.run(x, probes=probes, count=True)
@@ -102,3 +107,26 @@ def test_event_driven_and_dense_runs_of_a_deep_network_are_identical(monkeypatch
     for key in event:
         np.testing.assert_array_equal(event[key], dense[key], err_msg=key)
     assert event["out"].sum() > 0
+
+
+@pytest.mark.parametrize("stepwise", [False, True])
+def test_parallel_and_serial_kernels_give_identical_runs(monkeypatch, stepwise):
+    """The compiled kernels split the batch between threads when a call has enough work; forced
+    either way, every output, state and count agrees."""
+    rng = np.random.default_rng(7)
+    lowered, _ = lower(random_network(rng), LOIHI2)
+    x = spikes(rng, (5, 40, lowered["in"].output_shape[0]), rate=0.2)
+    probes = [n.name for n in lowered if n.op.stateful]
+    runs = []
+    for threshold in (0, 1 << 60):
+        monkeypatch.setattr(synaptic_sums, "PARALLEL_ADDITIONS", threshold)
+        monkeypatch.setattr(loihi, "PARALLEL_UPDATES", threshold)
+        simulator = Simulator(lowered, stepwise=stepwise)
+        runs.append((simulator.run(x, probes=probes, count=True), simulator.activity))
+    (parallel, parallel_activity), (serial, serial_activity) = runs
+    for key in parallel:
+        np.testing.assert_array_equal(parallel[key], serial[key], err_msg=key)
+    for name, population in parallel_activity.populations.items():
+        np.testing.assert_array_equal(population.spikes, serial_activity.populations[name].spikes, err_msg=name)
+        np.testing.assert_array_equal(population.active, serial_activity.populations[name].active, err_msg=name)
+    assert parallel["hidden:spikes"].sum() > 0

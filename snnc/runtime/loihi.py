@@ -75,7 +75,8 @@ class LoihiSynapse(TappedSynapse):
 
 
 #: Neuron updates that make a block worth updating in parallel: numba starts its threads in 35 to
-#: 60 us per call (measured on the development machine), about 2% of this much work.
+#: 60 us per call, and one thread takes about 2 ms for this many (both measured on the development
+#: machine). One step of a population, as recurrent cycles run, updates in the caller's thread.
 PARALLEL_UPDATES = 1 << 21
 
 

@@ -23,8 +23,9 @@ from snnc.runtime.kernels import Neuron, make_kernel
 
 
 #: Each fixed-point arithmetic: the module whose KERNELS are its (synapse, neuron) kernels, and the
-#: dtype that holds its integers exactly (Lava's in float64, so that BLAS sums them; sPyNNaker's
-#: raw s16.15 words in int64, for its bit operations). Spikes travel between kernels as int8.
+#: dtype that holds its integers exactly (Lava's in float64, where its sums and 24-bit states are
+#: exact; sPyNNaker's raw s16.15 words in int64, for its bit operations). Spikes travel between
+#: kernels as int8.
 FIXED_POINT = {"loihi": ("snnc.runtime.loihi", np.float64), "spinnaker": ("snnc.runtime.spinnaker", np.int64)}
 
 

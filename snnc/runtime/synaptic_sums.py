@@ -1,10 +1,12 @@
 """Synaptic sums of spikes, ``rows @ weights``, by whichever of two exact ways is cheaper.
 
 A dense matrix product (BLAS) does every multiply-add whether the input spiked or not; the
-event-driven sum adds only the weight rows of the inputs that spiked. Their costs cross at an input
-density measured by tools/bench/synaptic_sums.py, so each call picks one by the activity of its
-rows. Both are exact, and so give the same values, for integer weights held in floats whose sums
-fit the float's mantissa, which is how the fixed-point kernels use them.
+event-driven sum adds only the weight rows of the inputs that spiked, at a cost per spike that
+does not shrink with the number of outputs. Their costs cross at an input density that
+tools/bench/synaptic_sums.py measures for a range of layer shapes (``crossover_density`` follows
+it), so each call picks one by the activity of its rows. Both are exact, and so give the same
+values, for integer weights held in floats whose sums fit the float's mantissa, which is how the
+fixed-point kernels use them.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ import numpy as np
 numba.config.THREADING_LAYER = "workqueue"
 
 #: The input density (non-zero entries per entry) under which the event-driven sum is faster than
-#: BLAS, measured by tools/bench/synaptic_sums.py on the development machine.
-EVENT_DRIVEN_DENSITY = 0.2
+#: BLAS for wide layers, and the number of outputs under which BLAS is always faster: fitted to the
+#: crossovers that tools/bench/synaptic_sums.py measured on the development machine (docs/benchmarks.md).
+EVENT_DRIVEN_DENSITY = 0.4
+EVENT_DRIVEN_OUTPUTS = 55
 #: Rows per parallel task of the event-driven sum.
 ROWS_PER_TASK = 16
 #: Additions that make an event-driven sum worth running in parallel: numba starts its threads in
-#: 35 to 60 us per call (measured on the development machine), about 1% of this much work.
-PARALLEL_ADDITIONS = 1 << 24
+#: 35 to 60 us per call, and one thread takes about 1 ms for this many (both measured on the
+#: development machine). Smaller sums, such as one step of a recurrent layer, run in the caller's thread.
+PARALLEL_ADDITIONS = 1 << 25
 
 
 class SynapticWeights:
@@ -135,8 +140,13 @@ def dense_sum(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return rows.astype(weights.dtype, copy=False) @ weights
 
 
+def crossover_density(n_out: int) -> float:
+    """The input density under which the event-driven sum into ``n_out`` outputs is the faster."""
+    return EVENT_DRIVEN_DENSITY * (1 - EVENT_DRIVEN_OUTPUTS / n_out)
+
+
 def synaptic_sum(rows: np.ndarray, weights: SynapticWeights) -> np.ndarray:
     """``rows @ weights`` (rows (n, n_in), weights (n_in, n_out)), event-driven for sparse rows."""
     spikes = np.count_nonzero(rows)
-    return event_driven_sum(rows, weights, spikes) if spikes < EVENT_DRIVEN_DENSITY * rows.size \
+    return event_driven_sum(rows, weights, spikes) if spikes < crossover_density(weights.shape[1]) * rows.size \
         else dense_sum(rows, weights.floats)
