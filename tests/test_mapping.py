@@ -17,7 +17,7 @@ from snnc import ir
 from snnc.errors import SnncError
 from snnc.passes import PassManager
 from snnc.passes.fuse import FuseSynapses
-from snnc.passes.mapping import MapCores, mapping_text
+from snnc.passes.mapping import HOST, MapCores, mapping_text
 from snnc.runtime.cost import cost_model
 from snnc.runtime.placement import Piece, Placement, default_placement
 from snnc.runtime.simulator import Simulator, simulate
@@ -287,6 +287,9 @@ def test_routes_and_link_loads_by_hand():
     assert where["a"] == (0, 0)
     assert [abs(where[p][0] - where[q][0]) + abs(where[p][1] - where[q][1]) for p, q in ("ab", "bc")] == [1, 1]
     assert sorted(link["messages_per_step"] for link in summary["links"]) == pytest.approx([0.1, 0.1])
+    core = {name: pieces(out, name)[0][0] for name in "abc"}
+    assert mapper.flows == pytest.approx({(HOST, core["a"]): 0.1, (core["a"], core["b"]): 0.1,
+                                          (core["b"], core["c"]): 0.1})
     assert {(tuple(link["from"]), tuple(link["to"])) for link in summary["links"]} == \
         {(layout.tile_at(*where["a"]), layout.tile_at(*where["b"])),
          (layout.tile_at(*where["b"]), layout.tile_at(*where["c"]))}

@@ -702,6 +702,9 @@ class MapCores(Pass):
         #: what the last run chose, and the greedy fill it compares against (None if that does not fit)
         self.placement: Placement | None = None
         self.baseline: Placement | None = None
+        #: messages per step between the cores of the placement, by (source core, destination core),
+        #: the host as source HOST: what a bound on traffic x hops over other placements starts from
+        self.flows: dict[tuple[int, int], float] = {}
 
     def report(self) -> dict:
         return {key: value for key, value in self.summary.items() if key != "per_core"}
@@ -739,6 +742,8 @@ class MapCores(Pass):
         messages, hops, loads = _routes(usage, physical, layout)
 
         self.placement = _placement(pieces, physical, layout, network)
+        self.flows = {(a if a == HOST else int(physical[a]), int(physical[b])): messages
+                      for (a, b), messages in usage.flows.items()}
         fresh = packings.get(("c", "fresh"))
         fits = fresh is not None and _cores(fresh[0]) <= layout.cores
         self.baseline = _placement(fresh[0], np.arange(_cores(fresh[0])), layout, networks["c"]) if fits else None
