@@ -20,8 +20,9 @@ import numpy as np
 
 import snnc
 from snnc.backends.artifact import IR_FILE, ArtifactWriter
+from snnc.backends.codegen import GeneratedProgram, literal
 from snnc.errors import SnncError
-from snnc.ir import NEURONS, Affine, Graph, Input, Output
+from snnc.ir import NEURONS, Affine, Graph, Output
 from snnc.ir.serialize import array_members
 
 RUNNER = Path(__file__).with_name("lava_runner.py")
@@ -29,29 +30,16 @@ RUNNER = Path(__file__).with_name("lava_runner.py")
 SPARSE_DENSITY = 0.25
 
 
-def _literal(text: str) -> str:
-    """A model string as a Python literal: quotes, newlines and code stay inert data."""
-    return repr(str(text))
+class _Program(GeneratedProgram):
+    arithmetic = "loihi"
+    needs = "the Lava backend (pass quantize-loihi)"
 
-
-class _Program:
     def __init__(self, graph: Graph):
-        if graph.metadata.get("arithmetic") != "loihi":
-            raise SnncError("the Lava backend needs a graph quantized for a Loihi target (pass quantize-loihi)")
-        self.graph = graph
-        self.ids: dict[str, str] = {}
-        self.counts: dict[str, int] = {}
+        super().__init__(graph)
         #: parameters for params.npz, and those the IR file holds as they are (key -> its member there)
         self.params: dict[str, np.ndarray] = {}
         self.in_ir: dict[str, str] = {}
         self.ir_members = array_members(graph)
-        self.lines: list[str] = []
-
-    def identifier(self, name: str, kind: str) -> str:
-        if name not in self.ids:
-            self.counts[kind] = self.counts.get(kind, 0) + 1
-            self.ids[name] = f"{kind}_{self.counts[kind] - 1}"
-        return self.ids[name]
 
     def parameter(self, key: str, array: np.ndarray) -> None:
         member = self.ir_members.get(id(array))
@@ -62,23 +50,11 @@ class _Program:
 
     def emit(self) -> str:
         graph = self.graph
-        for name in graph.schedule:
-            node = graph[name]
-            if isinstance(node.op, Input):
-                self._input(node)
-            elif isinstance(node.op, NEURONS):
-                self._population(node)
-        for name in graph.schedule:
-            node = graph[name]
-            if isinstance(node.op, Affine):
-                self._synapse(node)
-            elif isinstance(node.op, Output):
-                self._output(node)
-        body = "\n".join(f"    {line}" if line else "" for line in self.lines)
+        body = self.body()
         groups = {kind: [i for i in self.ids.values() if i.startswith(kind + "_")]
                   for kind in ("input", "population", "synapse", "output")}
         returned = ",\n".join(f'        "{kind}": {{{", ".join(f"{i!r}: {i}" for i in ids)}}}' for kind, ids in groups.items())
-        return f'''"""Lava process graph of {_literal(graph.name or "main")}, compiled by snnc {snnc.__version__} for {_literal(graph.metadata.get("target", "loihi"))}.
+        return f'''"""Lava process graph of {literal(graph.name or "main")}, compiled by snnc {snnc.__version__} for {literal(graph.metadata.get("target", "loihi"))}.
 
 Each population is a LIF process with Lava's fixed-point parameters and each synapse group a Dense,
 Sparse (mostly-zero matrices, such as a convolution's) or DelayDense process. Every synapse group delivers its spikes one step after they were sent (and
@@ -109,7 +85,7 @@ def build(params, inputs, steps):
 
     def _input(self, node) -> None:
         ident = self.identifier(node.name, "input")
-        self.lines += [f"# input {_literal(node.name)}: {np.prod(node.output_shape)} neurons",
+        self.lines += [f"# input {literal(node.name)}: {np.prod(node.output_shape)} neurons",
                        f"{ident} = SpikeSource(data=inputs[{ident!r}])", ""]
 
     def _population(self, node) -> None:
@@ -118,7 +94,7 @@ def build(params, inputs, steps):
         self.params[f"{ident}.bias_mant"] = np.asarray(fixed["bias_mant"], np.int32)
         self.params[f"{ident}.bias_exp"] = np.asarray(fixed["bias_exp"], np.int32)
         size = int(np.prod(node.output_shape))
-        self.lines += [f"# population {_literal(node.name)}: {node.op.kind}, {size} neurons",
+        self.lines += [f"# population {literal(node.name)}: {node.op.kind}, {size} neurons",
                        f"{ident} = LIF(shape=({size},), du={fixed['du']}, dv={fixed['dv']}, vth={fixed['vth']},",
                        f"    bias_mant=params[{ident + '.bias_mant'!r}], bias_exp=params[{ident + '.bias_exp'!r}])", ""]
 
@@ -144,8 +120,8 @@ def build(params, inputs, steps):
         if delayed:
             self.parameter(f"{ident}.delays", np.asarray(fixed["delays"], np.int64))  # DelayDense checks dtype == int
             extra = f", delays=params[{ident + '.delays'!r}]"
-        self.lines.append(f"# synapses {_literal(node.name)}: {_literal(source)} -> "
-                          f"{', '.join(map(_literal, self.graph.successors(node.name)))}, {out} x {size_in}, "
+        self.lines.append(f"# synapses {literal(node.name)}: {literal(source)} -> "
+                          f"{', '.join(map(literal, self.graph.successors(node.name)))}, {out} x {size_in}, "
                           f"{np.count_nonzero(weights)} non-zero")
         self.lines.append(f"{ident} = {process}(weights={matrix}, weight_exp={fixed['weight_exp']}{extra})")
         self.lines.append(f"{self.ids[source]}.s_out.connect({ident}.s_in)")
@@ -167,7 +143,7 @@ def build(params, inputs, steps):
         ident = self.identifier(node.name, "output")
         (source,) = self.graph.predecessors(node.name)
         size = int(np.prod(node.input_shape))
-        self.lines += [f"# output {_literal(node.name)}: the spikes of {_literal(source)}",
+        self.lines += [f"# output {literal(node.name)}: the spikes of {literal(source)}",
                        f"{ident} = SpikeSink(shape=({size},), buffer=steps)",
                        f"{self.ids[source]}.s_out.connect({ident}.a_in)", ""]
 

@@ -20,8 +20,9 @@ import numpy as np
 
 import snnc
 from snnc.backends.artifact import ArtifactWriter
+from snnc.backends.codegen import GeneratedProgram, literal
 from snnc.errors import SnncError
-from snnc.ir import NEURONS, Affine, Graph, Input, Output
+from snnc.ir import Graph, Output
 from snnc.passes.spinnaker import ONE, membrane_tau_ms, synapse_tau_ms
 
 SCRIPT = "pynn_script.py"
@@ -31,11 +32,6 @@ RUNNER = Path(__file__).with_name("pynn_runner.py")
 RUNNER_MARKER = "# -- the runner (the same for every network) --"
 #: The receptor types of sPyNNaker's current-based models, in the order of their ring-buffer shifts.
 RECEPTORS = ("excitatory", "inhibitory")
-
-
-def _literal(text: str) -> str:
-    """A model string as a Python literal: quotes, newlines and code stay inert data."""
-    return repr(str(text))
 
 
 def max_expected_summed_weight(shift: int) -> float:
@@ -77,40 +73,22 @@ def synapse_connections(node, post, dt: float) -> dict[str, np.ndarray]:
     return connections
 
 
-class _Script:
+class _Script(GeneratedProgram):
+    arithmetic = "spinnaker"
+    needs = "the PyNN script (pass quantize-spinnaker)"
+
     def __init__(self, graph: Graph):
-        if graph.metadata.get("arithmetic") != "spinnaker":
-            raise SnncError("the PyNN script needs a graph quantized for the spinnaker target (pass quantize-spinnaker)")
-        self.graph = graph
+        super().__init__(graph)
         self.dt = graph.dt
-        self.ids: dict[str, str] = {}
         self.data: dict[str, np.ndarray] = {}
-        self.lines: list[str] = []
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.models: list[str] = []
 
-    def identifier(self, name: str, kind: str) -> str:
-        if name not in self.ids:
-            self.ids[name] = f"{kind}_{sum(1 for v in self.ids.values() if v.startswith(kind + '_'))}"
-        return self.ids[name]
-
     def emit(self) -> str:
         graph = self.graph
-        for name in graph.schedule:
-            node = graph[name]
-            if isinstance(node.op, Input):
-                self._input(node)
-            elif isinstance(node.op, NEURONS):
-                self._population(node)
-        for name in graph.schedule:
-            node = graph[name]
-            if isinstance(node.op, Affine):
-                self._synapse(node)
-            elif isinstance(node.op, Output):
-                self._output(node)
-        body = "\n".join(f"    {line}" if line else "" for line in self.lines)
-        return f'''"""PyNN network of {_literal(graph.name or "main")}, compiled by snnc {snnc.__version__} for {_literal(graph.metadata.get("target", "spinnaker"))}.
+        body = self.body()
+        return f'''"""PyNN network of {literal(graph.name or "main")}, compiled by snnc {snnc.__version__} for {literal(graph.metadata.get("target", "spinnaker"))}.
 
 One Population per input (SpikeSourceArray) and per population (sPyNNaker's IF_curr_exp,
 IF_curr_delta or IF_trunc_delta), one Projection per synapse group and receptor type
@@ -165,10 +143,10 @@ def build(network, spike_times):
 
     def _input(self, node) -> None:
         ident = self.identifier(node.name, "input")
-        self.inputs.append(f"{ident!r}: ({_literal(node.name)}, {tuple(node.output_shape)!r})")
+        self.inputs.append(f"{ident!r}: ({literal(node.name)}, {tuple(node.output_shape)!r})")
         size = int(np.prod(node.output_shape))
-        self.lines += [f"# input {_literal(node.name)}: {size} spike sources",
-                       f"populations[{ident!r}] = network.spike_sources({size}, spike_times[{ident!r}], label={_literal(node.name)})",
+        self.lines += [f"# input {literal(node.name)}: {size} spike sources",
+                       f"populations[{ident!r}] = network.spike_sources({size}, spike_times[{ident!r}], label={literal(node.name)})",
                        ""]
 
     def _population(self, node) -> None:
@@ -181,9 +159,9 @@ def build(network, spike_times):
         self.data[f"{ident}.max_expected_summed_weight"] = np.array(
             [max_expected_summed_weight(int(s)) for s in shifts], np.float64)
         size = int(np.prod(node.output_shape))
-        self.lines += [f"# population {_literal(node.name)}: {model}, {size} neurons, ring-buffer shifts "
+        self.lines += [f"# population {literal(node.name)}: {model}, {size} neurons, ring-buffer shifts "
                        f"{int(shifts[0])} (excitatory) and {int(shifts[1])} (inhibitory)",
-                       f"populations[{ident!r}] = network.neurons({ident!r}, {size}, label={_literal(node.name)})", ""]
+                       f"populations[{ident!r}] = network.neurons({ident!r}, {size}, label={literal(node.name)})", ""]
 
     def _synapse(self, node) -> None:
         ident = self.identifier(node.name, "synapse")
@@ -194,20 +172,20 @@ def build(network, spike_times):
             connections = synapse_connections(node, self.graph[target], self.dt)
             delays = np.concatenate([c[:, 3] for c in connections.values()]) / (self.dt * 1000)
             span = f"delays {int(round(delays.min()))} to {int(round(delays.max()))} ticks" if delays.size else "no synapses"
-            self.lines.append(f"# synapses {_literal(node.name)}: {_literal(source)} -> {_literal(target)}, "
+            self.lines.append(f"# synapses {literal(node.name)}: {literal(source)} -> {literal(target)}, "
                               + ", ".join(f"{len(c)} {receptor}" for receptor, c in connections.items()) + f", {span}")
             for receptor, rows in connections.items():
                 if len(rows):
                     self.data[f"{key}.{receptor}"] = rows
                     self.lines.append(f"network.connect(populations[{self.ids[source]!r}], populations[{post!r}], "
-                                      f"{key + '.' + receptor!r}, {receptor!r}, label={_literal(node.name)})")
+                                      f"{key + '.' + receptor!r}, {receptor!r}, label={literal(node.name)})")
         self.lines.append("")
 
     def _output(self, node) -> None:
         ident = self.identifier(node.name, "output")
         (source,) = self.graph.predecessors(node.name)
-        self.outputs.append(f"{ident!r}: ({_literal(node.name)}, {tuple(node.input_shape)!r}, {self.ids[source]!r})")
-        self.lines += [f"# output {_literal(node.name)}: the spikes of {_literal(source)}",
+        self.outputs.append(f"{ident!r}: ({literal(node.name)}, {tuple(node.input_shape)!r}, {self.ids[source]!r})")
+        self.lines += [f"# output {literal(node.name)}: the spikes of {literal(source)}",
                        f"populations[{self.ids[source]!r}].record('spikes')", ""]
 
 
