@@ -115,3 +115,22 @@ def mlp(rng, sizes=(40, 30, 20, 10)):
     graph.add("out", ir.Output())
     graph.connect(previous, "out")
     return graph
+
+
+#: Node names holding quotes, newlines and Python code, for checking that generated programs keep
+#: names inert: each node of ``hostile_mlp`` is renamed to one of these.
+HOSTILE_NAMES = {"in": "in'); open('PWNED_QUOTE', 'w'); ('",
+                 "fc0": '"""\nimport os; os.system("touch PWNED_DOCSTRING")\n"""',
+                 "lif0": "lif0\nopen('PWNED_NEWLINE', 'w')\n",
+                 "lif1": "lif1 # {params}\\\nopen('PWNED_CONTINUATION', 'w')"}
+
+
+def hostile_mlp(rng):
+    """A 6-5-4 MLP whose nodes are named by HOSTILE_NAMES."""
+    graph = mlp(rng, sizes=(6, 5, 4))
+    renamed = ir.Graph(dt=graph.dt)
+    for node in graph:
+        renamed.add(HOSTILE_NAMES.get(node.name, node.name), node.op)
+    for source, target in graph.edges:
+        renamed.connect(HOSTILE_NAMES.get(source, source), HOSTILE_NAMES.get(target, target))
+    return renamed

@@ -20,7 +20,7 @@ from snnc.runtime.lava_run import run_lava
 from snnc.runtime.simulator import Simulator, simulate
 from snnc.targets import load_target
 
-from graphs import chain, lif, mlp, random_network, spikes
+from graphs import HOSTILE_NAMES, chain, hostile_mlp, lif, mlp, random_network, spikes
 
 LOIHI2 = load_target("loihi2")
 
@@ -220,24 +220,15 @@ def test_hostile_node_names_stay_inert_data(lava_python, tmp_path):
     """Names holding quotes, newlines and Python code compile to a program that runs and executes
     none of it: names reach network.py only as string literals inside comments, and network.json."""
     rng = np.random.default_rng(14)
-    graph = mlp(rng, sizes=(6, 5, 4))
-    hostile = {"fc0": "fc0'); open('PWNED_QUOTE', 'w'); ('",
-               "lif0": "lif0\nopen('PWNED_NEWLINE', 'w')\n",
-               "fc1": '"""\nimport os; os.system("touch PWNED_DOCSTRING")\n"""',
-               "lif1": "lif1 # {params}\\\nopen('PWNED_CONTINUATION', 'w')"}
-    renamed = ir.Graph(dt=graph.dt)
-    for node in graph:
-        renamed.add(hostile.get(node.name, node.name), node.op)
-    for s, t in graph.edges:
-        renamed.connect(hostile.get(s, s), hostile.get(t, t))
+    renamed = hostile_mlp(rng)
     artifact, lowered = compile_for_loihi(tmp_path, renamed)
     code = (artifact / "network.py").read_text()
     compile(code, "network.py", "exec")  # still valid Python
     x = spikes(rng, (1, 30, 6)).astype(np.int64)
-    ours = simulate(lowered, x, probes=[hostile["lif0"]])
-    theirs = run_lava(artifact, x, probes=[hostile["lif0"]], log=lambda line: None)
+    ours = simulate(lowered, x, probes=[HOSTILE_NAMES["lif0"]])
+    theirs = run_lava(artifact, x, probes=[HOSTILE_NAMES["lif0"]], log=lambda line: None)
     np.testing.assert_array_equal(ours["out"], theirs["out"])
-    np.testing.assert_array_equal(ours[hostile["lif0"] + ":v"], theirs[hostile["lif0"] + ":v"])
+    np.testing.assert_array_equal(ours[HOSTILE_NAMES["lif0"] + ":v"], theirs[HOSTILE_NAMES["lif0"] + ":v"])
     assert not list(tmp_path.rglob("PWNED*")) and not list(artifact.parent.parent.rglob("PWNED*"))
     import os
     assert not any(p.startswith("PWNED") for p in os.listdir("."))

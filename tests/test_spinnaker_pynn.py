@@ -18,7 +18,7 @@ from snnc.backends import compile_graph
 from snnc.backends.artifact import Artifact
 from snnc.runtime.simulator import simulate
 
-from graphs import chain, lif, mlp, spikes
+from graphs import HOSTILE_NAMES, chain, hostile_mlp, lif, mlp, spikes
 
 pytest.importorskip("spynnaker")
 pytest.importorskip("nest")
@@ -247,21 +247,12 @@ def test_hostile_node_names_stay_inert_data(tmp_path):
     """Names holding quotes, newlines and Python code reach the script only as string literals: it
     still compiles, runs, and labels the populations and projections with the names exactly."""
     rng = np.random.default_rng(6)
-    graph = mlp(rng, sizes=(6, 5, 4))
-    hostile = {"in": "in'); open('PWNED_QUOTE', 'w'); ('",
-               "fc0": '"""\nimport os; os.system("touch PWNED_DOCSTRING")\n"""',
-               "lif0": "lif0\nopen('PWNED_NEWLINE', 'w')\n",
-               "lif1": "lif1 # {params}\\\nopen('PWNED_CONTINUATION', 'w')"}
-    renamed = ir.Graph(dt=graph.dt)
-    for node in graph:
-        renamed.add(hostile.get(node.name, node.name), node.op)
-    for s, t in graph.edges:
-        renamed.connect(hostile.get(s, s), hostile.get(t, t))
+    renamed = hostile_mlp(rng)
     artifact, lowered = compile_spinnaker(tmp_path, renamed)
     compile((artifact / "pynn_script.py").read_text(), "pynn_script.py", "exec")
     for simulator in ("nest", "spiNNaker"):
         process, _, built = run_script(artifact, spikes(rng, (1, 20, 6)), simulator, tmp_path)
         assert process.returncode == 0, process.stderr[-3000:]
         assert_built_equals_artifact(lowered, built, simulator)
-        assert {str(built[k]) for k in built if k.endswith(".label")} >= {hostile[n] for n in ("in", "lif0", "lif1", "fc0")}
+        assert {str(built[k]) for k in built if k.endswith(".label")} >= {HOSTILE_NAMES[n] for n in ("in", "lif0", "lif1", "fc0")}
     assert not list(tmp_path.rglob("PWNED*"))
