@@ -40,19 +40,15 @@ class GeneratedProgram:
 
     def body(self) -> str:
         """Walk the graph and return the lines it wrote, indented for a function body."""
-        graph = self.graph
-        for name in graph.schedule:
-            node = graph[name]
-            if isinstance(node.op, Input):
-                self._input(node)
-            elif isinstance(node.op, NEURONS):
-                self._population(node)
-        for name in graph.schedule:
-            node = graph[name]
-            if isinstance(node.op, Affine):
-                self._synapse(node)
-            elif isinstance(node.op, Output):
-                self._output(node)
+        # Nodes first, then what joins them, so that every identifier a line uses is already defined.
+        stages = (((Input, self._input), (NEURONS, self._population)),
+                  ((Affine, self._synapse), (Output, self._output)))
+        for stage in stages:
+            for name in self.graph.schedule:
+                node = self.graph[name]
+                for kinds, write in stage:
+                    if isinstance(node.op, kinds):
+                        write(node)
         return "\n".join(f"    {line}" if line else "" for line in self.lines)
 
     def _input(self, node) -> None:
