@@ -14,48 +14,34 @@ and, in brackets, the slowest (the machine may be shared). ``--lava-samples 0`` 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from snnc import ir
-from snnc.backends import compile_graph
-from snnc.runtime.lava_run import run_lava
-from snnc.runtime.simulator import Simulator
+sys.path.insert(0, str(Path(__file__).parent))
+from mapping import chain  # noqa: E402
 
-
-def lif_population(size: int) -> ir.LIF:
-    return ir.LIF(v_decay=np.array(0.9), v_gain=np.array(1.0), bias=np.array(0.0), v_threshold=np.array(1.0),
-                  v_reset=np.array(0.0))
+from snnc import ir  # noqa: E402
+from snnc.backends import compile_graph  # noqa: E402
+from snnc.runtime.lava_run import run_lava  # noqa: E402
+from snnc.runtime.simulator import Simulator  # noqa: E402
 
 
 def dense_network(rng) -> ir.Graph:
     sizes = (784, 512, 512, 10)
-    graph = ir.Graph(dt=1e-3, name="dense-784-512-512-10")
-    graph.add("in", ir.Input(shape=(784,)))
-    previous = "in"
-    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
-        graph.add(f"fc{i}", ir.Affine(weight=rng.normal(0, 1.0 / np.sqrt(0.1 * n_in), (n_out, n_in))))
-        graph.add(f"lif{i}", lif_population(n_out))
-        graph.connect(previous, f"fc{i}")
-        graph.connect(f"fc{i}", f"lif{i}")
-        previous = f"lif{i}"
-    graph.add("out", ir.Output())
-    graph.connect(previous, "out")
-    return graph
+    return chain("dense-784-512-512-10", [ir.Input(shape=(784,)), *(
+        (ir.Affine(weight=rng.normal(0, 1.0 / np.sqrt(0.1 * n_in), (n_out, n_in))), (n_out,))
+        for n_in, n_out in zip(sizes, sizes[1:]))])
 
 
 def recurrent_network(rng) -> ir.Graph:
-    graph = ir.Graph(dt=1e-3, name="recurrent-1000")
-    graph.add("in", ir.Input(shape=(100,)))
-    graph.add("fc", ir.Affine(weight=rng.normal(0, 0.6, (1000, 100))))
-    graph.add("lif", lif_population(1000))
+    graph = chain("recurrent-1000", [ir.Input(shape=(100,)), (ir.Affine(weight=rng.normal(0, 0.6, (1000, 100))), (1000,))])
     graph.add("rec", ir.Affine(weight=rng.normal(0, 0.04, (1000, 1000))))
-    graph.add("out", ir.Output())
-    for edge in [("in", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")]:
-        graph.connect(*edge)
+    graph.connect("lif0", "rec")
+    graph.connect("rec", "lif0")
     return graph
 
 
