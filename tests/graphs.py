@@ -21,6 +21,14 @@ def lif(v_decay=0.9, v_gain=1.0, bias=0.0, v_threshold=1.0, v_reset=0.0, reset="
                   v_reset=full(v_reset), reset=reset)
 
 
+def cuba_chain():
+    """Input -> identity synapses -> 2 CubaLIF neurons (i_decay 0.75, v_decay 0.9) -> Output."""
+    return chain(("in", ir.Input(shape=(2,))), ("fc", ir.Affine(weight=np.eye(2))),
+                 ("n", ir.CubaLIF(i_decay=np.array(0.75), i_gain=np.array(1.0), v_decay=np.array(0.9),
+                                  v_gain=np.array(1.0), bias=np.array(0.0), v_threshold=np.array(1.0),
+                                  v_reset=np.array(0.0))), ("out", ir.Output()))
+
+
 def recurrent_mlp(rng, n_in=5, n_hidden=7, n_out=3):
     """Input -> Affine -> CubaLIF (with recurrent Affine) -> Affine -> LIF -> Output."""
     graph = ir.Graph(dt=1e-3)

@@ -20,7 +20,7 @@ from snnc.runtime.lava_run import run_lava
 from snnc.runtime.simulator import Simulator, simulate
 from snnc.targets import load_target
 
-from graphs import HOSTILE_NAMES, chain, hostile_mlp, lif, mlp, random_network, spikes
+from graphs import HOSTILE_NAMES, chain, cuba_chain, hostile_mlp, lif, mlp, random_network, spikes
 
 LOIHI2 = load_target("loihi2")
 
@@ -66,10 +66,7 @@ def test_quantized_parameters_fit_lavas_formats():
 
 
 def test_decays_map_to_lavas_twelve_bit_constants():
-    graph = chain(("in", ir.Input(shape=(2,))), ("fc", ir.Affine(weight=np.eye(2))),
-                  ("n", ir.CubaLIF(i_decay=np.array(0.75), i_gain=np.array(1.0), v_decay=np.array(0.9),
-                                   v_gain=np.array(1.0), bias=np.array(0.0), v_threshold=np.array(1.0),
-                                   v_reset=np.array(0.0))), ("out", ir.Output()))
+    graph = cuba_chain()
     lowered, _ = lower(graph, LOIHI2)
     fixed = lowered["n"].annotations["loihi"]
     assert fixed["dv"] == round(4096 * 0.1)  # v decays by (4096 - dv) / 4096

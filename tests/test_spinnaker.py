@@ -17,7 +17,7 @@ from snnc.errors import IRError, SnncError
 from snnc.runtime.simulator import Simulator, simulate
 from snnc.targets import load_target
 
-from graphs import chain, lif, mlp, random_network, spikes
+from graphs import chain, cuba_chain, lif, mlp, random_network, spikes
 
 SPINNAKER = load_target("spinnaker")
 
@@ -191,10 +191,7 @@ def test_quantized_parameters_fit_spinnakers_formats():
 
 
 def test_decays_map_to_s1615_and_u032():
-    graph = chain(("in", ir.Input(shape=(2,))), ("fc", ir.Affine(weight=np.eye(2))),
-                  ("n", ir.CubaLIF(i_decay=np.array(0.75), i_gain=np.array(1.0), v_decay=np.array(0.9),
-                                   v_gain=np.array(1.0), bias=np.array(0.0), v_threshold=np.array(1.0),
-                                   v_reset=np.array(0.0))), ("out", ir.Output()))
+    graph = cuba_chain()
     lowered, reports = lower(graph, SPINNAKER)
     fixed = lowered["n"].annotations["spinnaker"]
     assert fixed["model"] == "IF_curr_exp"
