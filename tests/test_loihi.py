@@ -96,23 +96,6 @@ def test_delays_beyond_loihi2s_limit_are_relayed_or_refused():
         lower(graph, LOIHI2, passes=["fuse-synapses", "quantize-loihi"])
 
 
-def test_loihi_inputs_must_be_spikes():
-    lowered, _ = lower(mlp(np.random.default_rng(3)), LOIHI2)
-    with pytest.raises(SnncError, match="values other than 0 and 1"):
-        simulate(lowered, np.full((1, 5, 40), 0.5))
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_loihi_sequence_and_stepwise_runs_agree(seed):
-    rng = np.random.default_rng(seed)
-    lowered, _ = lower(random_network(rng), LOIHI2)
-    x = spikes(rng, (2, 40, lowered["in"].output_shape[0]))
-    probes = [n.name for n in lowered if n.op.stateful]
-    a, b = simulate(lowered, x, probes=probes), simulate(lowered, x, probes=probes, stepwise=True)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
 # -- equivalence with Lava
 
 
