@@ -13,6 +13,7 @@ from pathlib import Path
 from snnc.errors import IRError
 from snnc.ir import Graph, verify
 from snnc.ir.printer import to_text
+from snnc.progress import Progress
 
 
 class Pass:
@@ -35,14 +36,17 @@ class PassManager:
         #: seconds each pass took with the verify after it, by pass name
         self.seconds: dict[str, float] = {}
 
-    def run(self, graph: Graph, dump_dir: Path | None = None) -> Graph:
+    def run(self, graph: Graph, dump_dir: Path | None = None, progress: Progress | None = None) -> Graph:
         """Run every pass on a copy of ``graph``, verifying after each; with ``dump_dir``, write the
-        IR text before the first pass and after each pass as ``NN-name.txt``."""
+        IR text before the first pass and after each pass as ``NN-name.txt``. ``progress`` hears of
+        each pass as it starts, and of the end."""
         graph = verify(graph.copy())
         if dump_dir is not None:
             dump_dir.mkdir(parents=True, exist_ok=True)
             (dump_dir / "00-input.txt").write_text(to_text(graph))
         for index, each in enumerate(self.passes, start=1):
+            if progress is not None:
+                progress(index - 1, len(self.passes), each.name)
             started = time.perf_counter()
             graph = each.run(graph)
             try:
@@ -53,4 +57,6 @@ class PassManager:
             self.reports[each.name] = each.report()
             if dump_dir is not None:
                 (dump_dir / f"{index:02d}-{each.name}.txt").write_text(to_text(graph))
+        if progress is not None:
+            progress(len(self.passes), len(self.passes), "")
         return graph

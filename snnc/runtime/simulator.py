@@ -18,6 +18,7 @@ import numpy as np
 from snnc.errors import SnncError
 from snnc.ir import Graph, verify
 from snnc.ir.ops import NEURONS, Affine, Input, Output
+from snnc.progress import Progress
 from snnc.runtime.activity import Activity, PopulationActivity
 from snnc.runtime.kernels import Neuron, make_kernel
 
@@ -107,12 +108,13 @@ class Simulator:
                     [array, np.zeros((array.shape[0], steps - have, *array.shape[2:]), self.dtype)], axis=1)
         return checked
 
-    def run(self, inputs, steps: int | None = None, probes: Iterable[str] = (), count: bool = False) -> dict[str, np.ndarray]:
+    def run(self, inputs, steps: int | None = None, probes: Iterable[str] = (), count: bool = False,
+            progress: Progress | None = None) -> dict[str, np.ndarray]:
         """Return each Output node's sequence by name, and ``NODE:spikes``/``NODE:v``/``NODE:i``
         (neurons) or ``NODE:output`` (other nodes) for each probed node, shaped (batch, T, *shape).
 
         With ``count``, ``self.activity`` afterwards holds the spike and update counts of every
-        Input and neuron node."""
+        Input and neuron node. ``progress`` hears of the steps done after each block of steps."""
         graph = self.graph
         probes = list(dict.fromkeys(probes))
         for name in probes:
@@ -145,6 +147,8 @@ class Simulator:
             values = self._run_block(block_inputs, batch, set(keep))
             for name in keep:
                 kept[name][:, start:start + block] = values[name]
+            if progress is not None:
+                progress(min(start + block, length), length, "steps")
         values = kept
 
         if count:

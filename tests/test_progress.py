@@ -1,0 +1,106 @@
+"""Progress bars: drawn on a terminal only, only after a delay, and every long layer reports progress."""
+
+import io
+
+import numpy as np
+import pytest
+
+from snnc import ir
+from snnc.passes import PassManager
+from snnc.passes.pipeline import build_pipeline
+from snnc.progress import ProgressBar
+from snnc.runtime.simulator import Simulator
+from snnc.targets import load_target
+
+from graphs import mlp, recurrent_mlp, spikes
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as stderr does when a person is watching."""
+
+    def isatty(self):
+        return True
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_bar_draws_on_a_terminal_after_the_delay_and_erases_itself():
+    stream, clock = Terminal(), Clock()
+    with ProgressBar("compile", stream, clock=clock) as bar:
+        bar(0, 4, "fuse-synapses")
+        assert stream.getvalue() == ""  # short work prints nothing
+        clock.now += 1.5
+        bar(1, 4, "quantize-loihi")
+        drawn = stream.getvalue()
+        assert drawn.startswith("\rcompile [#####...............] 1/4 quantize-loihi 2 s")
+        assert drawn.endswith("\x1b[K")
+    assert stream.getvalue() == drawn + "\r\x1b[K"
+
+
+def test_bar_redraws_at_most_every_interval():
+    stream, clock = Terminal(), Clock()
+    bar = ProgressBar("run", stream, clock=clock, interval=0.5)
+    clock.now += 2
+    for done in range(10):
+        bar(done, 10, "steps")
+    assert stream.getvalue().count("\r") == 1
+    clock.now += 0.6
+    bar(10, 10, "steps")
+    assert stream.getvalue().count("\r") == 2 and "10/10" in stream.getvalue()
+
+
+def test_bar_with_unknown_total_counts():
+    stream, clock = Terminal(), Clock()
+    bar = ProgressBar("env", stream, clock=clock, delay=0)
+    bar(7, None, "installing")
+    assert stream.getvalue().startswith("\renv 7 installing 0 s")
+
+
+@pytest.mark.parametrize("stream, enabled", [(io.StringIO(), True), (Terminal(), False)], ids=["piped", "--json"])
+def test_bar_is_silent_when_piped_or_disabled(stream, enabled):
+    clock = Clock()
+    bar = ProgressBar("run", stream, enabled=enabled, clock=clock)
+    clock.now += 10
+    bar(1, 2, "steps")
+    bar.close()
+    assert stream.getvalue() == ""
+
+
+def test_bar_line_fits_the_terminal_width():
+    stream, clock = Terminal(), Clock()
+    bar = ProgressBar("compile", stream, clock=clock, delay=0)
+    bar(1, 2, "x" * 500)
+    line = stream.getvalue().removeprefix("\r").removesuffix("\x1b[K")
+    assert 0 < len(line) < 80
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, done, total, label):
+        self.calls.append((done, total, label))
+
+
+def test_pass_manager_reports_one_tick_per_pass_with_its_name():
+    passes = build_pipeline(load_target("loihi2"))
+    progress = Recorder()
+    PassManager(passes).run(mlp(np.random.default_rng(0)), progress=progress)
+    names = [p.name for p in passes]
+    assert progress.calls == [(i, len(names), name) for i, name in enumerate(names)] + [(len(names), len(names), "")]
+
+
+def test_simulator_reports_blocks_of_steps():
+    graph = ir.verify(recurrent_mlp(np.random.default_rng(0)))
+    simulator = Simulator(graph)
+    simulator.BLOCK_BYTES = 2 * 7 * 8 * 10  # ten steps a block for the widest node (7 values, batch 2)
+    progress = Recorder()
+    x = spikes(np.random.default_rng(1), (2, 35, 5))
+    simulator.run(x, progress=progress)
+    assert progress.calls == [(10, 35, "steps"), (20, 35, "steps"), (30, 35, "steps"), (35, 35, "steps")]
