@@ -167,7 +167,7 @@ class MachineData:
         except OSError:
             raise SnncError(f"{directory}: has no SpiNNaker machine data ({MACHINE_JSON}); compile it with "
                             "--target spinnaker") from None
-        arrays = load_arrays(directory / MACHINE_ARRAYS)
+        arrays = load_arrays(directory / MACHINE_ARRAYS, allow_empty=True)  # a chip may route nothing
         models = {v["id"]: v.pop("model") for v in description["vertices"] if "model" in v}
         vertices = [Vertex(**{**v, "chip": tuple(v["chip"]), "ranges": [tuple(r) for r in v["ranges"]]})
                     for v in description["vertices"]]
