@@ -1,11 +1,13 @@
 """Progress bars: drawn on a terminal only, only after a delay, and every long layer reports progress."""
 
 import io
+import sys
 
 import numpy as np
 import pytest
 
 from snnc import ir
+from snnc.errors import SnncError
 from snnc.passes import PassManager
 from snnc.passes.pipeline import build_pipeline
 from snnc.progress import ProgressBar
@@ -104,3 +106,57 @@ def test_simulator_reports_blocks_of_steps():
     x = spikes(np.random.default_rng(1), (2, 35, 5))
     simulator.run(x, progress=progress)
     assert progress.calls == [(10, 35, "steps"), (20, 35, "steps"), (30, 35, "steps"), (35, 35, "steps")]
+
+
+def test_environment_creation_reports_each_step_and_the_packages_pip_collects(tmp_path, monkeypatch):
+    from snnc.runtime import lava_env
+
+    monkeypatch.setenv("SNNC_LAVA_ENV", str(tmp_path / "env"))
+    monkeypatch.setattr(lava_env, "find_python310", lambda: sys.executable)
+    pip = "print('Collecting lava-nc==0.10.0'); print('  Downloading ...'); print('Collecting numpy<2')"
+    monkeypatch.setattr(lava_env, "_steps", lambda python, env: [
+        ("creating the venv", [python, "-c", f"import os; os.makedirs({str(env)!r})"]),
+        ("pip install", [python, "-c", pip])])
+    progress = Recorder()
+    lava_env.ensure_environment(log=lambda line: None, progress=progress)
+    assert progress.calls == [(0, 2, "creating the venv"), (1, 2, "pip install"),
+                              (1, 2, "pip install: 1 packages collected"), (1, 2, "pip install: 2 packages collected"),
+                              (2, 2, "")]
+
+
+def test_a_failed_environment_step_names_its_last_line_and_leaves_nothing(tmp_path, monkeypatch):
+    from snnc.runtime import lava_env
+
+    monkeypatch.setenv("SNNC_LAVA_ENV", str(tmp_path / "env"))
+    monkeypatch.setattr(lava_env, "find_python310", lambda: sys.executable)
+    failing = "import os, sys; os.makedirs(sys.argv[1]); print('Collecting x'); sys.exit('ERROR: no such version')"
+    monkeypatch.setattr(lava_env, "_steps", lambda python, env: [("pip install", [python, "-c", failing, str(env)])])
+    with pytest.raises(SnncError, match=r"failed at .*: ERROR: no such version$"):
+        lava_env.ensure_environment(log=lambda line: None, progress=Recorder())
+    assert not (tmp_path / "env").exists()
+
+
+def test_isolated_run_hands_over_stdout_lines_as_they_come_and_keeps_stderr():
+    from snnc.runtime.lava_run import _run_isolated
+
+    seen = []
+    program = "import sys; [print(f'sample {i} run_seconds 0.5', flush=True) for i in range(3)]; " \
+              "sys.stderr.write('x' * 200000 + '\\nlast words\\n'); sys.exit(3)"
+    result = _run_isolated([sys.executable, "-c", program], 60, seen.append)
+    assert seen == [f"sample {i} run_seconds 0.5\n" for i in range(3)]
+    assert result.returncode == 3 and result.stderr.endswith("last words\n") and len(result.stderr) > 200000
+
+
+def test_lava_run_reports_each_sample(tmp_path):
+    from snnc.backends import compile_graph
+    from snnc.runtime.lava_env import ensure_environment
+    from snnc.runtime.lava_run import run_lava
+
+    ensure_environment(log=lambda line: None)
+    graph = ir.verify(mlp(np.random.default_rng(3), sizes=(6, 5, 3)))
+    ir.save(graph, tmp_path / "m.snnir")
+    artifact = compile_graph(graph, "loihi2", tmp_path / "m.snnir", tmp_path / "art")
+    progress, timings = Recorder(), []
+    x = spikes(np.random.default_rng(4), (3, 8, 6)).astype(np.int64)
+    run_lava(artifact, x, log=lambda line: None, progress=progress, timings=timings)
+    assert progress.calls == [(i, 3, "Lava samples") for i in range(4)] and len(timings) == 3

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from snnc.errors import SnncError
+from snnc.progress import Progress
 
 LAVA_VERSION = "0.10.0"
 #: What the environment installs: Lava and the numpy it supports.
@@ -59,8 +60,32 @@ def ready(env: Path | None = None) -> bool:
     return (env / _READY).is_file() and python_path(env).exists()
 
 
-def ensure_environment(log=print, recreate: bool = False) -> Path:
-    """The environment's Python, creating the environment first if it is missing or unfinished.
+def _steps(python: str, env: Path) -> list[tuple[str, list[str]]]:
+    """The commands that build the environment, each with what a progress bar says while it runs."""
+    return [("creating the venv", [python, "-m", "venv", str(env)]),
+            (f"pip install lava-nc {LAVA_VERSION}", [str(python_path(env)), "-m", "pip", "install",
+                                                     "--disable-pip-version-check", *REQUIREMENTS]),
+            ("checking that Lava imports",
+             [str(python_path(env)), "-c", "import lava.magma.core.run_configs, lava.proc.lif.process"])]
+
+
+def _run_step(command: list[str], collected) -> tuple[int, str]:
+    """Run one build step; its exit code and the last line of its output (stdout and stderr
+    together). ``collected(n)`` hears of the packages pip has collected so far: pip's output is how
+    a progress bar follows the install."""
+    count, last = 0, "(no output)"
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        for line in process.stdout:
+            last = line.strip() or last
+            if line.startswith("Collecting "):
+                count += 1
+                collected(count)
+    return process.returncode, last
+
+
+def ensure_environment(log=print, recreate: bool = False, progress: Progress | None = None) -> Path:
+    """The environment's Python, creating the environment first if it is missing or unfinished;
+    ``progress`` hears of each build step, and of each package pip collects.
 
     A venv records its own absolute path, so it is built where it lives; the ready marker, written
     last, is what makes a half-built environment (an interrupted install) count as missing.
@@ -72,15 +97,19 @@ def ensure_environment(log=print, recreate: bool = False) -> Path:
     shutil.rmtree(env, ignore_errors=True)
     env.parent.mkdir(parents=True, exist_ok=True)
     log(f"creating the Lava environment in {env} with {python} (lava-nc {LAVA_VERSION}; about a minute)")
-    for command in ([python, "-m", "venv", str(env)],
-                    [str(python_path(env)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                     *REQUIREMENTS],
-                    [str(python_path(env)), "-c", "import lava.magma.core.run_configs, lava.proc.lif.process"]):
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
+    steps = _steps(python, env)
+
+    def tell(index: int, label: str, collected: int = 0) -> None:
+        if progress is not None:
+            progress(index, len(steps), f"{label}: {collected} packages collected" if collected else label)
+
+    for index, (label, command) in enumerate(steps):
+        tell(index, label)
+        returncode, last = _run_step(command, lambda collected: tell(index, label, collected))
+        if returncode != 0:
             shutil.rmtree(env, ignore_errors=True)
-            last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise SnncError(f"creating the Lava environment failed at `{' '.join(command[-3:])}`: {last}")
+    tell(len(steps), "")
     (env / _READY).write_text(json.dumps({"lava-nc": LAVA_VERSION, "python": python}) + "\n")
     log(f"Lava environment ready: {python_path(env)}")
     return python_path(env)

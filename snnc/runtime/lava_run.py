@@ -2,41 +2,74 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from snnc.errors import SnncError
+from snnc.progress import Progress
 from snnc.runtime.lava_env import ensure_environment
 
 
-def _run_isolated(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _run_isolated(command: list[str], timeout: float, on_line=None) -> subprocess.CompletedProcess:
     """Run in a process group of its own: when a Lava model fails, Lava's worker processes can hang
-    (and so can its stop()), so on a time-out the whole group is killed."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise SnncError(f"the Lava program did not finish within {timeout:.0f} s and was stopped") from None
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    (and so can its stop()), so on a time-out the whole group is killed. Each line of stdout goes to
+    ``on_line`` as it arrives; stderr goes to a file, so a chatty program never blocks on a full pipe."""
+    expired = threading.Event()
+
+    def expire():
+        expired.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, start_new_session=True)
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        lines = []
+        try:
+            for line in process.stdout:
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+            process.wait()
+        finally:
+            timer.cancel()
+            process.stdout.close()
+            if process.poll() is None:  # interrupted while reading: leave no Lava workers behind
+                expire()
+        if expired.is_set():
+            raise SnncError(f"the Lava program did not finish within {timeout:.0f} s and was stopped")
+        errors.seek(0)
+        return subprocess.CompletedProcess(command, process.returncode, "".join(lines), errors.read())
 
 
 def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=print,
-             timings: list | None = None, timeout: float = 3600.0) -> dict[str, np.ndarray]:
+             timings: list | None = None, timeout: float = 3600.0, progress: Progress | None = None) -> dict[str, np.ndarray]:
     """Run ``artifact``'s ``run_lava.py`` on ``inputs`` (an array, or arrays by input name); return
     outputs by name and ``NAME:u``/``NAME:v`` for each probe, as the simulator does. A ``timings``
-    list receives each sample's Lava run time in seconds (process start-up and imports excluded)."""
+    list receives each sample's Lava run time in seconds (process start-up and imports excluded);
+    ``progress`` hears of the environment's creation if it is missing, then of each sample done."""
     runner = Path(artifact) / "run_lava.py"
     if not runner.is_file():
         raise SnncError(f"{artifact}: holds no Lava program; compile it for a Loihi target (--target loihi2)")
-    python = ensure_environment(log=log)
+    python = ensure_environment(log=log, progress=progress)
+    samples = len(next(iter(inputs.values())) if isinstance(inputs, dict) else inputs)
+    times = []
+
+    def on_line(line: str) -> None:
+        # The program prints "sample N run_seconds S" as each sample finishes.
+        if line.startswith("sample "):
+            times.append(float(line.split()[-1]))
+            if progress is not None:
+                progress(len(times), samples, "Lava samples")
+
     with tempfile.TemporaryDirectory(prefix="snnc-lava-") as scratch:
         given = Path(scratch) / ("x.npz" if isinstance(inputs, dict) else "x.npy")
         if isinstance(inputs, dict):
@@ -44,18 +77,18 @@ def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=pr
         else:
             np.save(given, inputs)
         out = Path(scratch) / "y.npz"
-        command = [str(python), str(runner), "--input", str(given), "--out", str(out)]
+        command = [str(python), str(runner), "--input", str(given), "--out", str(out), "--timing"]
         command += ["--steps", str(steps)] if steps else []
         for name in probes:
             command += ["--probe", name]
-        if timings is not None:
-            command.append("--timing")
-        result = _run_isolated(command, timeout)
+        if progress is not None:
+            progress(0, samples, "Lava samples")
+        result = _run_isolated(command, timeout, on_line)
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines() or ["(no output)"]
             error = next((line for line in lines if line.startswith("run_lava: error:")), lines[-1])
             raise SnncError(f"the Lava program in {artifact} failed: {error.removeprefix('run_lava: error: ')}")
         if timings is not None:
-            timings += [float(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("sample ")]
+            timings += times
         with np.load(out, allow_pickle=False) as saved:
             return {key: saved[key] for key in saved.files}
