@@ -60,6 +60,18 @@ def _decode(value, arrays):
     return value
 
 
+def encode_arrays(value) -> tuple[object, list[np.ndarray]]:
+    """``value`` (parameters, annotations) as JSON with each array replaced by its number, and the
+    arrays: this file's encoding, for other formats that store arrays apart from JSON (ONNX export)."""
+    store = _ArrayStore()
+    return store.encode(value), store.arrays
+
+
+def decode_arrays(value, arrays: list[np.ndarray]):
+    """The inverse of ``encode_arrays``."""
+    return _decode(value, arrays)
+
+
 def _document(graph: Graph) -> tuple[dict, list[np.ndarray]]:
     """The graph as JSON with arrays by number, and the arrays."""
     store = _ArrayStore()
