@@ -7,9 +7,13 @@ unexpected failure with one line and exit code 1. ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,8 @@ from snnc.files import atomic_write, load_arrays
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
+#: How many names an error lists before it says how many more there are.
+MAX_LISTED = 20
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +35,23 @@ class _Parser(argparse.ArgumentParser):
         raise SnncError(f"{message} (see '{self.prog} --help')")
 
 
+def _number(kind: type, valid: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
+    """An argparse type: the flag's text as a ``kind`` for which ``valid`` holds. NaN and infinities
+    hold for no range, so a flag never carries them into the work; anything else is refused with
+    ``wanted``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {wanted}") from None
+        if not (math.isfinite(value) and valid(value)):
+            raise argparse.ArgumentTypeError(f"{text}: give {wanted}")
+        return value
+
+    return parse
+
+
 def _pass_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--passes", help="comma-separated passes to run instead of the target's pipeline")
     parser.add_argument("--weight-bits", type=int, choices=(2, 4, 8), help="bits of the quantized weights")
@@ -36,33 +59,76 @@ def _pass_options(parser: argparse.ArgumentParser) -> None:
                         help="how quantization picks its scale (default entropy, QSD-style)")
     parser.add_argument("--granularity", choices=("layer", "channel"), default="layer",
                         help="one quantization scale per layer or per output channel")
-    parser.add_argument("--sparsity", type=float, help="prune this fraction of the weights by magnitude (0 to 1)")
+    parser.add_argument("--sparsity", type=_number(float, lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1"),
+                        help="prune this fraction of the weights by magnitude (0 up to, not including, 1)")
     parser.add_argument("--calibration", metavar="FILE", help="inputs (.npy/.npz) that passes measure spikes on")
 
 
 def _options(args):
     from snnc.passes.pipeline import PassOptions
 
-    if args.sparsity is not None and not 0 <= args.sparsity < 1:
-        raise SnncError(f"--sparsity {args.sparsity}: give a fraction from 0 up to (not including) 1")
     return PassOptions(weight_bits=args.weight_bits, quantization=args.quantization, granularity=args.granularity,
                        sparsity=args.sparsity, calibration=args.calibration)
 
 
+#: The model formats that take each model flag (load_model): NIR stores neither a time step nor a
+#: reset mode, ONNX no time step; the IR and artifacts hold both, so the flags would change nothing.
+_MODEL_FLAGS = {"--dt": (".nir", ".onnx"), "--reset": (".nir",)}
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dt", type=float, default=None,
-                        help="time step in seconds for formats that store none (NIR; default 1e-4)")
+    parser.add_argument("--dt", type=_number(float, lambda v: v > 0, "a time step in seconds > 0"), default=None,
+                        help="time step in seconds (.nir, .onnx; default 1e-4, or an .onnx file's own)")
     parser.add_argument("--reset", choices=("value", "subtract"), default=None,
-                        help="reset mode of neurons for formats that store none (NIR; default value)")
+                        help="reset mode of neurons whose model names none (.nir; default value)")
+
+
+def _load(args):
+    """The model ``args.model`` as a verified graph, refusing a model flag its format does not read."""
+    from snnc.frontend import FORMATS, load_model
+
+    path = Path(args.model)
+    kind = "artifact directory" if path.is_dir() else path.suffix.lower()
+    for flag, value in (("--dt", args.dt), ("--reset", args.reset)):
+        if value is not None and kind in FORMATS and kind not in _MODEL_FLAGS[flag]:
+            raise SnncError(f"{flag} {value}: applies to {' and '.join(_MODEL_FLAGS[flag])} models only; "
+                            f"{args.model} ({kind}) defines its own")
+    return load_model(path, dt=args.dt, reset=args.reset)
+
+
+def _writable(flag: str, path: str, what: str = "", suffixes: tuple[str, ...] = (), directory: bool = False) -> None:
+    """Check an output path before any work, creating nothing: ``what`` is written as a file with
+    one of ``suffixes`` (or as a ``directory``), the path is not already the other kind, and its
+    nearest existing parent is a directory this user may write in (missing ones are made then)."""
+    given = Path(path)
+    if suffixes and given.suffix not in suffixes:
+        raise SnncError(f"{flag} {path}: {what} is written as {' or '.join(suffixes)}; "
+                        f"name the file {' or '.join('*' + s for s in suffixes)}")
+    if given.exists() and given.is_dir() != directory:
+        kind, wanted = ("a file", "a directory") if directory else ("a directory", "a file name")
+        raise SnncError(f"{flag} {path}: is {kind}; give {wanted}")
+    parent = given.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SnncError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SnncError(f"{flag} {path}: no permission to write in {parent}")
 
 
 def cmd_inspect(args) -> int:
-    from snnc.frontend import load_model
     from snnc.ir.printer import FORMATS
 
-    graph = load_model(args.model, dt=args.dt, reset=args.reset)
-    if args.target or args.after:
-        graph = _lower_until(graph, args)
+    if args.output:
+        _writable("-o", args.output)
+    if args.mapping and args.format != "text":
+        raise SnncError(f"--format {args.format}: --mapping prints text only; leave out --format")
+    passes = _until(args.after, *_pipeline(args))
+    graph = _load(args)
+    if passes:
+        from snnc.passes import PassManager
+
+        graph = PassManager(passes).run(graph)
     if args.mapping:
         from snnc.passes.mapping import mapping_text
 
@@ -86,22 +152,25 @@ def _pass_names(value: str | None) -> list[str] | None:
     return None if value is None else [name.strip() for name in value.split(",") if name.strip()]
 
 
-def _lower_until(graph, args):
-    """The graph after the pass --after (default: after the whole pipeline) of --target's pipeline
-    or of --passes."""
-    from snnc.passes import PassManager
+def _pipeline(args) -> tuple:
+    """The target and the passes of its pipeline (or of --passes), built with the pass options, so
+    that an unknown target or pass, or a pass option no pass reads, is refused before any work."""
     from snnc.passes.pipeline import build_pipeline
     from snnc.targets import load_target
 
     target = load_target(args.target or "sim")
-    passes = build_pipeline(target, _pass_names(args.passes), _options(args))
+    return target, build_pipeline(target, _pass_names(args.passes), _options(args))
+
+
+def _until(after: str | None, target, passes: list) -> list:
+    """``passes`` up to and including the pass named by --after (all of them without it)."""
     names = [each.name for each in passes]
-    if args.after:
-        if args.after not in names:
-            raise SnncError(f"--after {args.after}: not in the pipeline {names or '(empty)'} of --target "
-                            f"{target.name}; choose one of them, or give --passes")
-        passes = passes[: names.index(args.after) + 1]
-    return PassManager(passes).run(graph)
+    if after is None:
+        return passes
+    if after not in names:
+        raise SnncError(f"--after {after}: not in the pipeline {names or '(empty)'} of --target "
+                        f"{target.name}; choose one of them, or give --passes")
+    return passes[: names.index(after) + 1]
 
 
 def _pass_reports(reports: dict) -> str:
@@ -140,27 +209,58 @@ def _lowering_table(described: dict) -> str:
 
 def cmd_compile(args) -> int:
     from snnc.backends import compile_graph
-    from snnc.frontend import load_model
 
-    graph = load_model(args.model, dt=args.dt, reset=args.reset)
+    _writable("-o", args.output, directory=True)
+    if args.dump_ir:
+        _writable("--dump-ir", args.dump_ir, directory=True)
+    target, _ = _pipeline(args)
+    graph = _load(args)
     dump = Path(args.dump_ir) if args.dump_ir else None
     out = compile_graph(graph, args.target, Path(args.model), Path(args.output), _pass_names(args.passes), dump,
                         _options(args))
-    print(f"compiled {args.model} for {args.target}: {len(graph)} nodes -> {out}"
-          + (f"; IR after each pass in {dump}" if dump else ""))
+    if args.json:
+        _print_json(_compile_summary(args, target, graph, out))
+    else:
+        print(f"compiled {args.model} for {args.target}: {len(graph)} nodes -> {out}"
+              + (f"; IR after each pass in {dump}" if dump else ""))
     return 0
 
 
+def _op_counts(graph) -> dict:
+    """The nodes of ``graph``: how many, and how many of each op."""
+    ops = sorted(node.op.kind for node in graph)
+    return {"total": len(ops), "by_op": {op: ops.count(op) for op in dict.fromkeys(ops)}}
+
+
+def _compile_summary(args, target, graph, out: Path) -> dict:
+    """What ``snnc compile --json`` prints: what was written where, for which target, the nodes
+    before and after lowering, and each pass with the warnings its report holds."""
+    from snnc.backends.artifact import Artifact
+
+    artifact = Artifact.open(out)
+    reports = json.loads((out / "passes.json").read_text())
+    return {"model": str(args.model), "target": target.name, "arithmetic": target.arithmetic,
+            "output": str(out), "files": sorted(artifact.manifest["files"]),
+            "dump_ir": args.dump_ir, "nodes": {"model": _op_counts(graph), "compiled": _op_counts(artifact.graph())},
+            "passes": [{"name": name, "warnings": report.get("warnings", [])} for name, report in reports.items()]}
+
+
+def _print_json(document: dict) -> None:
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
 def cmd_run(args) -> int:
-    from snnc.frontend import load_model
     from snnc.runtime.simulator import Simulator
 
-    if args.steps is not None and args.steps < 1:
-        raise SnncError(f"--steps {args.steps}: give a number of steps >= 1")
-    if Path(args.output).suffix != ".npz":
-        raise SnncError(f"-o {args.output}: results are written as .npz; name the file *.npz")
-    graph = load_model(args.model, dt=args.dt, reset=args.reset)
-    simulator = Simulator(graph, dtype=np.dtype(args.precision))
+    _writable("-o", args.output, "the output", (".npz",))
+    if args.report:
+        from snnc.runtime.report import RENDERERS
+
+        _writable("--report", args.report, "a report", tuple(RENDERERS))
+    graph = _load(args)
+    _check_run_flags(args, graph)
+    simulator = Simulator(graph, dtype=np.dtype(args.precision or "float64"))
     try:
         inputs = simulator.check_inputs(load_arrays(args.input), args.steps)
     except SnncError as e:
@@ -177,12 +277,17 @@ def cmd_run(args) -> int:
     else:
         results = simulator.run(inputs, probes=args.probe, count=True)
     elapsed = time.perf_counter() - started
-    if args.report and Path(args.report).suffix not in (".json", ".html"):
-        raise SnncError(f"--report {args.report}: a report is written as .json or .html")
     report, why_not = _cost_report(graph, simulator, inputs, args)
     if report is not None and args.backend == "spinnaker":
         report["machine"] = machine_summary
+    if args.report:
+        from snnc.runtime.report import write_report
+
+        write_report(report, args.report)
     atomic_write(Path(args.output), lambda p: np.savez(p, **results))
+    if args.json:
+        _print_json(_run_summary(args, results, elapsed, report, why_not))
+        return 0
     first = next(iter(results.values()))
     print(f"ran {args.model} ({args.backend}): batch={first.shape[0]} steps={first.shape[1]} in {elapsed:.3f} s -> {args.output}")
     width = max(len(k) for k in results)
@@ -192,13 +297,44 @@ def cmd_run(args) -> int:
     if report is None:
         print(f"  (no cost summary: {why_not})")
         return 0
-    from snnc.runtime.report import summary_table, write_report
+    from snnc.runtime.report import summary_table
 
     print(summary_table(report))
     if args.report:
-        write_report(report, args.report)
         print(f"report -> {args.report}")
     return 0
+
+
+def _check_run_flags(args, graph) -> None:
+    """Refuse, before the inputs are read, a --probe that names no node and a --precision that the
+    run would not use: fixed-point graphs run their own integers, and only --backend sim takes it."""
+    unknown = [name for name in args.probe if name not in graph.nodes]
+    if unknown:
+        names = list(graph.nodes)
+        shown = ", ".join(names[:MAX_LISTED]) + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+        raise SnncError(f"--probe {unknown[0]}: no such node in {args.model}; its nodes are {shown}")
+    arithmetic = graph.metadata.get("arithmetic", "float")
+    if args.precision is not None and (args.backend != "sim" or arithmetic != "float"):
+        raise SnncError(f"--precision {args.precision}: sets the float simulation of --backend sim only; "
+                        + (f"{args.model} is compiled for {arithmetic} arithmetic, which runs its own integers"
+                           if arithmetic != "float" else f"--backend {args.backend} runs its own arithmetic"))
+
+
+#: The cost report's headline numbers, which ``snnc run --json`` prints (the report file has all).
+SUMMARY_KEYS = ("target", "latency_s", "latency_per_step_s", "step_time_s", "energy_j", "energy_breakdown_j", "counts",
+                "paper_convention", "warnings", "machine", "note")
+
+
+def _run_summary(args, results: dict, elapsed: float, report: dict | None, why_not: str) -> dict:
+    """What ``snnc run --json`` prints: what was written where, the run's shape and time, each
+    output array's shape and sums, and the cost summary (or why there is none)."""
+    batch, steps = next(iter(results.values())).shape[:2]
+    return {"model": str(args.model), "backend": args.backend, "output": args.output, "report": args.report,
+            "batch": batch, "steps": steps, "seconds": elapsed,
+            "outputs": {key: {"shape": list(value.shape), "dtype": str(value.dtype), "sum": value.sum().item(),
+                              "mean": value.mean().item()} for key, value in results.items()},
+            "cost": None if report is None else {key: report[key] for key in SUMMARY_KEYS if key in report},
+            "no_cost_reason": why_not or None}
 
 
 def _run_machine(args, simulator, inputs) -> tuple[dict, dict]:
@@ -252,16 +388,34 @@ def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
     return build_report(cost, raster=raster), ""
 
 
-def cmd_export(args) -> int:
-    from snnc.backends.nir import write_nir
-    from snnc.frontend import load_model
+#: What ``snnc export`` writes, by the suffix of -o: the module and the function (graph, path) that
+#: write it; imported only when used.
+EXPORTERS = {".nir": ("snnc.backends.nir", "write_nir")}
 
-    graph = load_model(args.model, dt=args.dt, reset=args.reset)
+
+def cmd_export(args) -> int:
+    _writable("-o", args.output, "an export", tuple(EXPORTERS))
+    graph = _load(args)
     out = Path(args.output)
-    if out.suffix != ".nir":
-        raise SnncError(f"-o {out}: NIR files end in .nir")
-    atomic_write(out, lambda p: write_nir(graph, p))
+    module, function = EXPORTERS[out.suffix]
+    write = getattr(importlib.import_module(module), function)
+    atomic_write(out, lambda p: write(graph, p))
     print(f"exported {args.model} -> {out}")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from snnc.targets import available_targets, load_target
+
+    targets = [load_target(name) for name in available_targets()]
+    listed = [{"name": t.name, "arithmetic": t.arithmetic, "description": t.description, "pipeline": t.pipeline}
+              for t in targets]
+    if args.format == "json":
+        _print_json({"targets": listed})
+        return 0
+    for entry in listed:
+        print(f"{entry['name']}  ({entry['arithmetic']} arithmetic)  {entry['description']}")
+        print(f"    pipeline: {', '.join(entry['pipeline']) or '(none: the model runs as given)'}")
     return 0
 
 
@@ -273,18 +427,27 @@ def cmd_env(args) -> int:
     return 0
 
 
+def _model_argument(parser: argparse.ArgumentParser) -> None:
+    from snnc.frontend import FORMATS
+
+    parser.add_argument("model", help="the model, one of " + "; ".join(f"{kind}: {what}" for kind, what in FORMATS.items()))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from snnc.targets import available_targets
+
+    target_help = f"{', '.join(available_targets())} (see snnc targets), or the path of a target .toml file"
     parser = _Parser(prog="snnc", description="A compiler and toolchain for spiking neural networks.")
     parser.add_argument("--version", action="version", version=f"snnc {snnc.__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     inspect = commands.add_parser("inspect", help="print a model's IR: nodes, shapes, parameters, edges",
-                                  description="Print a deterministic dump of a model (.nir, .snnir) or an artifact's IR.")
-    inspect.add_argument("model", help="model file or artifact directory")
+                                  description="Print a deterministic dump of a model's IR or an artifact's.")
+    _model_argument(inspect)
     inspect.add_argument("--format", choices=("text", "json", "dot"), default="text", help="dump format (default text)")
     inspect.add_argument("-o", "--output", help="write to this file instead of stdout")
-    inspect.add_argument("--target", help="lower for this target first (its pipeline of passes)")
+    inspect.add_argument("--target", help=f"lower for this target first (its pipeline of passes): {target_help}")
     inspect.add_argument("--after", metavar="PASS", help="show the IR after this pass of the pipeline")
     inspect.add_argument("--mapping", action="store_true",
                          help="print how map-cores placed the populations: cores, fill of each limit, traffic, links")
@@ -294,43 +457,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser("compile", help="compile a model into an artifact directory for a target",
                                    description="Import, verify and emit a model for a target into an artifact directory.")
-    compile_.add_argument("model", help="model file (.nir, .snnir)")
-    compile_.add_argument("--target", default="sim",
-                          help="sim, loihi, loihi2, spinnaker, or the path of a target .toml file (default sim)")
+    _model_argument(compile_)
+    compile_.add_argument("--target", default="sim", help=f"{target_help} (default sim)")
     compile_.add_argument("-o", "--output", required=True, help="artifact directory to write")
     _pass_options(compile_)
     compile_.add_argument("--dump-ir", metavar="DIR", help="write the IR as text before and after every pass into DIR")
+    compile_.add_argument("--json", action="store_true",
+                          help="print a JSON summary on stdout (files written, target, node counts, passes and "
+                               "their warnings) instead of text")
     _model_options(compile_)
     compile_.set_defaults(handler=cmd_compile)
 
     run = commands.add_parser("run", help="simulate an artifact or model on inputs",
                               description="Run an artifact (or a model file) in the reference simulator and save "
                                           "each output node's spikes under its name in an .npz.")
-    run.add_argument("model", help="artifact directory or model file")
+    _model_argument(run)
     run.add_argument("--input", required=True,
                      help=".npy of shape (batch, T, *input_shape), or .npz keyed by input node name")
-    run.add_argument("--steps", type=int, default=None,
+    run.add_argument("--steps", type=_number(int, lambda v: v >= 1, "a number of steps >= 1"), default=None,
                      help="steps to run (default: the input's T; more steps receive no input, fewer cut it)")
     run.add_argument("-o", "--output", required=True, help=".npz to write")
     run.add_argument("--probe", action="append", default=[], metavar="NODE",
                      help="also record NODE (repeatable): NODE:spikes, NODE:v, NODE:i for neurons, NODE:output otherwise")
-    run.add_argument("--precision", choices=("float64", "float32"), default="float64",
-                     help="precision of float simulation (fixed-point targets run their own integers)")
+    run.add_argument("--precision", choices=("float64", "float32"), default=None,
+                     help="precision of the float simulation, --backend sim of a float model (default float64; "
+                          "fixed-point targets run their own integers)")
     run.add_argument("--report", metavar="FILE",
                      help="write the latency and energy report: FILE.json, or FILE.html with plots")
     run.add_argument("--backend", choices=("sim", "lava", "spinnaker"), default="sim",
                      help="sim: snnc's simulator in the artifact's arithmetic (default); lava: the emitted Lava "
                           "program in the Lava environment (Loihi targets); spinnaker: the machine-level simulator "
                           "on the artifact's SpiNNaker machine data (spinnaker targets)")
+    run.add_argument("--json", action="store_true",
+                     help="print a JSON summary on stdout (files written, batch, steps, each output's shape and "
+                          "sums, the cost summary) instead of text")
     _model_options(run)
     run.set_defaults(handler=cmd_run)
 
     export = commands.add_parser("export", help="export a model or artifact to NIR",
                                  description="Write a model's IR as a NIR file that nir.read accepts.")
-    export.add_argument("model", help="model file or artifact directory")
-    export.add_argument("-o", "--output", required=True, help=".nir file to write")
+    _model_argument(export)
+    export.add_argument("-o", "--output", required=True,
+                        help=f"file to write; its suffix chooses the format: {' or '.join(EXPORTERS)}")
     _model_options(export)
     export.set_defaults(handler=cmd_export)
+
+    targets = commands.add_parser("targets", help="list the bundled targets",
+                                  description="List each bundled target: its name, arithmetic, description and "
+                                              "pipeline of passes. --target also takes the path of a .toml file "
+                                              "written like snnc/targets/*.toml.")
+    targets.add_argument("--format", choices=("text", "json"), default="text", help="listing format (default text)")
+    targets.set_defaults(handler=cmd_targets)
 
     env = commands.add_parser("env", help="create or show the Python 3.10 environment that runs Lava",
                               description="Create (once) and reuse the Python 3.10 environment with lava-nc 0.10.0 "

@@ -360,11 +360,15 @@ def _raster_chart(raster: dict) -> str:
 # ----------------------------------------------------------------------------- files
 
 
+#: How a report is written, by the suffix of its file.
+RENDERERS = {".json": lambda report: json.dumps(report, indent=2) + "\n", ".html": _html}
+
+
 def write_report(report: dict, path) -> Path:
     """Write ``report`` as ``.json`` (indent 2) or ``.html`` (one self-contained page), atomically:
     through a temporary file in the same directory, so that a failure leaves no partial file."""
     path = Path(path)
-    render = {".json": lambda r: json.dumps(r, indent=2) + "\n", ".html": _html}.get(path.suffix)
+    render = RENDERERS.get(path.suffix)
     if render is None:
         raise SnncError(f"{path}: a report is written as .json or .html, not {path.suffix or 'a file without suffix'}")
     text = render(report)

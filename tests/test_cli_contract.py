@@ -1,0 +1,223 @@
+"""The command line's contract with a user, through ``snnc.cli.main``: every bad flag or output path
+is one line on stderr naming it, exit code 2, and nothing written; --json prints what a program can
+parse; the listings show every bundled target and pass; help names every model format."""
+
+import json
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from snnc import ir
+from snnc.cli import main
+from snnc.frontend import FORMATS
+from snnc.passes.pipeline import REGISTRY
+from snnc.targets import available_targets, load_target
+
+from graphs import conv_net, mlp, recurrent_mlp, spikes
+
+ONNX_MODEL = "examples/digits/model.onnx"
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A directory holding a float model (m.snnir), a Loihi 2 artifact of a small MLP (loihi/), its
+    inputs (x.npy) and a plain file (file.txt); the tests run in it."""
+    monkeypatch.chdir(tmp_path)
+    ir.save(ir.verify(recurrent_mlp(np.random.default_rng(0))), "m.snnir")
+    ir.save(ir.verify(mlp(np.random.default_rng(5), sizes=(5, 12, 3))), "mlp.snnir")
+    assert main(["compile", "mlp.snnir", "--target", "loihi2", "-o", "loihi"]) == 0
+    np.save("x.npy", spikes(np.random.default_rng(1), (2, 40, 5)))
+    (tmp_path / "file.txt").write_text("a file, not a directory")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "r.json").mkdir()
+    return tmp_path
+
+
+def _listing(directory):
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def _refused(capsys, argv, *fragments):
+    """Run ``argv``; assert exit code 2 and one stderr line holding every fragment; return the line."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("snnc: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert out == ""
+    return lines[0]
+
+
+BAD_FLAGS = [
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--steps", "0"], ["--steps", ">= 1"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--steps", "-3"], ["--steps", ">= 1"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--steps", "ten"], ["--steps", "'ten'"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--dt", "nan"], ["--dt", "> 0"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--dt", "inf"], ["--dt", "> 0"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--dt", "0"], ["--dt", "> 0"]),
+    (["compile", "m.snnir", "-o", "art", "--dt", "-0.001"], ["--dt", "> 0"]),
+    (["compile", "m.snnir", "-o", "art", "--sparsity", "1"], ["--sparsity", "from 0 up to"]),
+    (["compile", "m.snnir", "-o", "art", "--sparsity=-0.1"], ["--sparsity", "from 0 up to"]),
+    (["compile", "m.snnir", "-o", "art", "--sparsity", "nan"], ["--sparsity", "from 0 up to"]),
+    (["compile", "m.snnir", "-o", "art", "--weight-bits", "3"], ["--weight-bits", "2, 4, 8"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--precision", "float16"], ["--precision", "float32"]),
+    (["run", "loihi", "--input", "x.npy", "-o", "y.npz", "--precision", "float32"],
+     ["--precision float32", "loihi arithmetic"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--precision", "float64", "--backend", "lava"],
+     ["--precision float64", "--backend lava"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--probe", "hidden", "--probe", "ghost"],
+     ["--probe ghost", "no such node", "hidden"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--dt", "1e-3"], ["--dt 0.001", ".nir and .onnx", ".snnir"]),
+    (["run", "loihi", "--input", "x.npy", "-o", "y.npz", "--reset", "subtract"],
+     ["--reset subtract", ".nir models only", "artifact directory"]),
+    (["inspect", ONNX_MODEL, "--reset", "value"], ["--reset value", ".nir models only", ".onnx"]),
+    (["export", "loihi", "-o", "m.nir", "--dt", "1e-3"], ["--dt 0.001", "artifact directory"]),
+    (["inspect", "m.snnir", "--mapping", "--format", "json"], ["--format json", "--mapping"]),
+]
+
+
+@pytest.mark.parametrize("argv, fragments", BAD_FLAGS, ids=[" ".join(a[4:]) or a[0] for a, _ in BAD_FLAGS])
+def test_a_bad_flag_is_one_line_naming_it_and_nothing_is_written(work, capsys, argv, fragments):
+    if ONNX_MODEL in argv:
+        argv = [str(os.path.join(os.path.dirname(__file__), "..", ONNX_MODEL)) if a == ONNX_MODEL else a for a in argv]
+    before = _listing(work)
+    _refused(capsys, argv, *fragments)
+    assert _listing(work) == before
+
+
+BAD_OUTPUTS = [
+    (["run", "m.snnir", "--input", "x.npy", "-o", "dir"], ["-o dir", "*.npz"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.txt"], ["-o y.txt", "*.npz"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "dir.npz"], None),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "file.txt/y.npz"], ["-o file.txt/y.npz", "is a file"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--report", "r.pdf"], ["--report r.pdf", ".json or .html"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--report", "file.txt/r.json"],
+     ["--report file.txt/r.json", "is a file"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--report", "r.json"], ["--report r.json", "is a directory"]),
+    (["compile", "m.snnir", "-o", "file.txt"], ["-o file.txt", "is a file; give a directory"]),
+    (["compile", "m.snnir", "-o", "file.txt/art"], ["-o file.txt/art", "is a file"]),
+    (["compile", "m.snnir", "-o", "art", "--dump-ir", "file.txt"], ["--dump-ir file.txt", "is a file"]),
+    (["inspect", "m.snnir", "-o", "dir"], ["-o dir", "is a directory"]),
+    (["export", "m.snnir", "-o", "dir"], ["-o dir"]),
+    (["export", "m.snnir", "-o", "m.txt"], ["-o m.txt", "*.nir"]),
+]
+
+
+@pytest.mark.parametrize("argv, fragments", BAD_OUTPUTS, ids=[" ".join(a[-4:]) for a, _ in BAD_OUTPUTS])
+def test_a_bad_output_path_is_refused_before_any_work(work, capsys, argv, fragments):
+    (work / "dir.npz").mkdir()
+    before = _listing(work)
+    flag = "--report" if "--report" in argv else "--dump-ir" if "--dump-ir" in argv else "-o"
+    line = _refused(capsys, argv, *(fragments or [f"{flag} {argv[argv.index(flag) + 1]}"]))
+    assert "Traceback" not in line
+    assert _listing(work) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_an_output_directory_without_write_permission_is_refused(work, capsys):
+    locked = work / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        _refused(capsys, ["run", "m.snnir", "--input", "x.npy", "-o", "locked/sub/y.npz"], "-o locked/sub/y.npz",
+                 "no permission to write")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_report_that_cannot_be_written_leaves_no_results(work, capsys):
+    """The report's path is checked before the run, so its failure cannot follow the .npz's write."""
+    _refused(capsys, ["run", "loihi", "--input", "x.npy", "-o", "y.npz", "--report", "file.txt/r.html"], "--report")
+    assert not (work / "y.npz").exists()
+    assert main(["run", "loihi", "--input", "x.npy", "-o", "y.npz", "--report", "new/r.html"]) == 0
+    assert (work / "y.npz").is_file() and "<svg" in (work / "new" / "r.html").read_text()
+
+
+@pytest.mark.parametrize("array", [np.zeros((0, 40, 5)), np.zeros((2, 40, 5), np.complex128),
+                                   np.full((2, 40, 5), "1"), np.zeros((2, 40, 4)), np.zeros((40, 5))],
+                         ids=["empty batch", "complex", "strings", "wrong shape", "no batch axis"])
+def test_an_unusable_input_is_one_line_naming_input(work, capsys, array):
+    np.save("bad.npy", array)
+    _refused(capsys, ["run", "m.snnir", "--input", "bad.npy", "-o", "y.npz"], "--input bad.npy")
+    assert not (work / "y.npz").exists()
+
+
+def test_model_flags_still_reach_the_formats_that_read_them(work, capsys):
+    onnx = os.path.join(os.path.dirname(__file__), "..", ONNX_MODEL)
+    assert main(["inspect", onnx, "--dt", "0.002", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dt"] == 0.002
+
+
+def test_compile_json_says_what_was_written_where(work, capsys):
+    capsys.readouterr()
+    assert main(["compile", "mlp.snnir", "--target", "loihi2", "-o", "out/art", "--dump-ir", "ir", "--json"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    manifest = json.loads((work / "out" / "art" / "manifest.json").read_text())
+    assert summary["output"] == "out/art" and summary["target"] == "loihi2" and summary["arithmetic"] == "loihi"
+    assert summary["files"] == sorted(manifest["files"]) and summary["dump_ir"] == "ir"
+    assert summary["nodes"]["model"] == {"total": 6, "by_op": {"Affine": 2, "Input": 1, "LIF": 2, "Output": 1}}
+    compiled = ir.load(work / "out" / "art" / "model.snnir")
+    assert summary["nodes"]["compiled"] == {"total": len(compiled),
+                                            "by_op": dict(Counter(sorted(node.op.kind for node in compiled)))}
+    assert [entry["name"] for entry in summary["passes"]] == load_target("loihi2").pipeline
+    assert all(isinstance(entry["warnings"], list) for entry in summary["passes"])
+
+
+def test_run_json_summarises_the_outputs_and_costs(work, capsys):
+    capsys.readouterr()
+    assert main(["run", "loihi", "--input", "x.npy", "-o", "y.npz", "--steps", "30", "--probe", "lif0",
+                 "--report", "r.html", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["batch"], summary["steps"], summary["backend"]) == (2, 30, "sim")
+    assert summary["output"] == "y.npz" and summary["report"] == "r.html" and (work / "r.html").is_file()
+    with np.load(work / "y.npz") as saved:
+        assert set(summary["outputs"]) == set(saved.files)
+        for key in saved.files:
+            assert summary["outputs"][key]["shape"] == list(saved[key].shape)
+            assert summary["outputs"][key]["sum"] == saved[key].sum()
+    cost = summary["cost"]
+    assert cost["target"] == "loihi2" and cost["latency_s"] > 0 and cost["energy_j"] > 0
+    assert cost["counts"]["spikes"] > 0 and summary["no_cost_reason"] is None
+
+
+def test_run_json_without_a_cost_report_says_why(work, capsys):
+    ir.save(ir.verify(conv_net(np.random.default_rng(2))), "conv.snnir")
+    np.save("images.npy", spikes(np.random.default_rng(3), (1, 4, 2, 9, 9)))
+    capsys.readouterr()
+    assert main(["run", "conv.snnir", "--input", "images.npy", "-o", "y.npz", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["cost"] is None and "MaxPool2d" in summary["no_cost_reason"]
+    assert summary["outputs"]["out"]["shape"] == [1, 4, 6]
+
+
+def test_targets_lists_every_bundled_target(capsys):
+    capsys.readouterr()
+    assert main(["targets", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["targets"]
+    assert [entry["name"] for entry in listed] == available_targets()
+    for entry in listed:
+        target = load_target(entry["name"])
+        assert entry == {"name": target.name, "arithmetic": target.arithmetic, "description": target.description,
+                         "pipeline": target.pipeline}
+    assert main(["targets"]) == 0
+    text = capsys.readouterr().out
+    for name in available_targets():
+        target = load_target(name)
+        assert f"{name}  ({target.arithmetic} arithmetic)  {target.description}" in text
+        assert f"pipeline: {', '.join(target.pipeline) or '(none'}" in text
+
+
+@pytest.mark.parametrize("command", ["inspect", "compile", "run", "export"])
+def test_help_lists_every_model_format(capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for kind in FORMATS:
+        assert kind in text
