@@ -1,12 +1,18 @@
 """The IR: shape inference, verifier errors, recurrent-edge rules, lossless files and dumps."""
 
+import dataclasses
+import io
 import json
+import subprocess
+import sys
+import time
+import zipfile
 
 import numpy as np
 import pytest
 
 from snnc import ir
-from snnc.errors import IRError
+from snnc.errors import IRError, SnncError
 from snnc.ir import printer, serialize
 
 from graphs import chain, conv_net, lif, recurrent_mlp
@@ -197,3 +203,173 @@ def test_dot_escapes_names():
     graph = chain(("in", ir.Input(shape=(1,))), ('a"b\\c\nd', ir.Scale(scale=np.ones(1))), ("out", ir.Output()))
     dot = printer.to_dot(ir.verify(graph))
     assert '"a\\"b\\\\c\\nd" -> "out";' in dot
+
+
+def test_saving_a_graph_twice_gives_the_same_bytes_whatever_the_clock(tmp_path, monkeypatch):
+    graph = ir.verify(conv_net(np.random.default_rng(5)))
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    saved = []
+    for now in (1.0e9, 1.7e9):
+        monkeypatch.setattr(time, "time", lambda: now)
+        ir.save(graph, tmp_path / f"{now}.snnir")
+        saved.append((tmp_path / f"{now}.snnir").read_bytes())
+    assert saved[0] == saved[1]
+    with zipfile.ZipFile(tmp_path / "1000000000.0.snnir") as archive:
+        infos = archive.infolist()
+    assert [i.filename for i in infos][:2] == ["graph.json", "arrays/0.npy"]
+    assert {i.date_time for i in infos} == {serialize.ZIP_EPOCH} and {i.external_attr >> 16 for i in infos} == {0o100644}
+
+
+@pytest.mark.parametrize("epoch, stamp", [("1700000000", (2023, 11, 14, 22, 13, 20)), ("0", serialize.ZIP_EPOCH),
+                                          ("99999999999", serialize.ZIP_END)])
+def test_source_date_epoch_sets_the_time_stamp_within_zips_range(monkeypatch, epoch, stamp):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    with zipfile.ZipFile(io.BytesIO(serialize.to_bytes(ir.verify(recurrent_mlp(np.random.default_rng(0)))))) as archive:
+        assert {i.date_time for i in archive.infolist()} == {stamp}
+
+
+def test_a_bad_source_date_epoch_is_named(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(SnncError, match="SOURCE_DATE_EPOCH=yesterday: give a whole number of seconds"):
+        serialize.to_bytes(ir.verify(recurrent_mlp(np.random.default_rng(0))))
+
+
+def _small_graph():
+    return ir.verify(chain(("in", ir.Input(shape=(3,))), ("fc", ir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2))),
+                           ("n", lif(shape=(2,))), ("out", ir.Output())))
+
+
+def _ir_file(document=None, arrays=None, members=None):
+    """The bytes of an IR file of ``_small_graph`` with its JSON document, arrays (as .npy bytes) or
+    raw members replaced."""
+    good, good_arrays = serialize._document(_small_graph())
+    if members is None:
+        members = {"graph.json": json.dumps(good if document is None else document(good)).encode()}
+        for i, array in enumerate(good_arrays if arrays is None else arrays(good_arrays)):
+            if not isinstance(array, bytes):
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, array, allow_pickle=True)
+                array = buffer.getvalue()
+            members[f"arrays/{i}.npy"] = array
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _edit(path, value):
+    """A document edit that sets the item at ``path`` (keys and indices) to ``value``."""
+    def edit(document):
+        target = document
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return document
+    return edit
+
+
+def _nested(depth):
+    value = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _npy_header(shape, descr="<f8"):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+# Node 1 is "fc" (fields weight=array 0, bias=array 1); node 2 is "n".
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(members={"graph.json": b"{not json"}), "member 'graph.json': not valid JSON"),
+    (dict(members={"graph.json": b"[" * 100000 + b"]" * 100000}), "member 'graph.json': nests deeper than Python can read"),
+    (dict(members={"graph.json": b'{"format": "snnc-ir", "format": "x"}'}), "repeats the keys ['format']"),
+    (dict(members={"graph.json": b'{"format": "snnc-ir", "version": 1, "dt": NaN, "name": "", "metadata": {}, '
+                                 b'"nodes": [], "edges": []}'}), "dt=nan: the time step must be a positive number"),
+    (dict(members={"graph.json": b'"snnc-ir"'}), "not an snnc IR file of version 1"),
+    (dict(document=_edit(["version"], 2)), "not an snnc IR file of version 1"),
+    (dict(document=_edit(["dt"], "0.001")), "dt='0.001': the time step must be a positive number"),
+    (dict(document=_edit(["extra"], 1)), "unknown keys ['extra']"),
+    (dict(document=_edit(["nodes"], {"in": 1})), "nodes must be a JSON array, got dict"),
+    (dict(document=_edit(["metadata"], [])), "metadata must be a JSON object, got list"),
+    (dict(document=_edit(["nodes", 1], "fc")), "nodes[1] must be a JSON object with a string name"),
+    (dict(document=_edit(["nodes", 1, "name"], ["fc"])), "nodes[1] must be a JSON object with a string name"),
+    (dict(document=_edit(["nodes", 1, "fields"], [1, 2])), "node 'fc': fields must be a JSON object, got list"),
+    (dict(document=_edit(["nodes", 1, "op"], "Exec")), "node 'fc': unknown operation 'Exec'"),
+    (dict(document=_edit(["nodes", 1, "op"], ["Affine"])), "node 'fc': unknown operation"),
+    (dict(document=_edit(["nodes", 1, "fields", "evil"], 1)), "node 'fc': Affine has no fields ['evil']; its fields are"),
+    (dict(document=lambda d: d["nodes"][1]["fields"].pop("weight") and d), "node 'fc': Affine needs fields ['weight']"),
+    (dict(document=_edit(["nodes", 1, "fields", "weight"], 5)), "node 'fc': Affine field 'weight' must be an array, got int"),
+    (dict(document=_edit(["nodes", 1, "fields", "out_shape"], {"__tuple__": [2.5]})),
+     "field 'out_shape' must be a tuple of integers of magnitude below 2**31 or null, got tuple"),
+    (dict(document=_edit(["nodes", 0, "fields", "shape"], {"__tuple__": [10**40]})), "node 'in': Input field 'shape'"),
+    (dict(document=_edit(["nodes", 0, "fields", "shape"], {"__tuple__": [10**6, 10**6]})),
+     "node 'in': Input shape: a float64 array of shape (1000000, 1000000) takes 7450.6 GiB"),
+    (dict(document=_edit(["nodes", 2, "fields", "reset"], 1)), "node 'n': LIF field 'reset' must be a string, got int"),
+    (dict(document=_edit(["nodes", 1, "fields", "weight"], {"__array__": 9})),
+     "node 'fc' fields: array reference 9 names none of the file's 7 arrays"),
+    (dict(document=_edit(["nodes", 1, "fields", "weight"], {"__array__": -1})), "array reference -1 names none"),
+    (dict(document=_edit(["nodes", 1, "fields", "weight"], {"__array__": True})), "array reference True names none"),
+    (dict(document=_edit(["nodes", 1, "fields", "weight"], {"__array__": 0, "x": 1})), "array reference 0 names none"),
+    (dict(document=_edit(["nodes", 1, "fields", "bias"], {"__array__": 0})), "array 0 is referenced a second time"),
+    (dict(document=_edit(["nodes", 1, "fields", "bias"], None)), "member 'arrays/1.npy' is an array that nothing refers to"),
+    (dict(document=_edit(["nodes", 1, "annotations", "deep"], _nested(40))), "node 'fc' annotations: nests deeper than 32"),
+    (dict(document=_edit(["nodes", 1, "annotations", "t"], {"__tuple__": 3})), "a tuple is written"),
+    (dict(document=_edit(["nodes", 2, "name"], "fc")), "node 'fc': a node of this name exists already"),
+    (dict(document=_edit(["edges", 0], ["in", "ghost"])), "edge 'in' -> 'ghost' names a node that does not exist"),
+    (dict(document=_edit(["edges", 0], ["in"])), "edges[0] must be [source, target]"),
+    (dict(document=_edit(["edges"], [["in", "fc"], ["fc", "n"]])), "node 'out': has no input edges"),
+    (dict(document=_edit(["nodes", 1, "fields", "weight"], {"__array__": 1})), "array 1 is referenced a second time"),
+    (dict(arrays=lambda a: [np.array([{"x": 1}], dtype=object), *a[1:]]),
+     "member 'arrays/0.npy': arrays of object are not read"),
+    (dict(arrays=lambda a: [_npy_header((10**5, 10**5)), *a[1:]]),
+     "member 'arrays/0.npy': a float64 array of shape (100000, 100000) takes 74.5 GiB"),
+    (dict(arrays=lambda a: [_npy_header((1000, 1000)), *a[1:]]),
+     "member 'arrays/0.npy': not a readable .npy array (its header declares 8000000 bytes of data, the file holds 0)"),
+    (dict(arrays=lambda a: [*a, np.ones(2)]), "member 'arrays/7.npy' is an array that nothing refers to"),
+    (dict(members={"arrays/0.npy": b""}), "must hold graph.json and the arrays numbered from arrays/0.npy"),
+    (dict(members={"graph.json": b"{}", "../evil": b""}), "it holds '../evil'"),
+    (dict(members={"graph.json": b"{}", "arrays/1.npy": b""}), "it holds 'arrays/1.npy'"),
+], ids=lambda value: None if isinstance(value, dict) else value[:40])
+def test_malformed_ir_files_are_refused_in_one_line_naming_the_file_and_node(tmp_path, kwargs, fragment):
+    path = tmp_path / "m.snnir"
+    path.write_bytes(_ir_file(**kwargs))
+    with pytest.raises(SnncError) as error:
+        ir.load(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message and fragment in message, message
+
+
+def test_truncated_and_duplicated_ir_files_are_refused(tmp_path):
+    data = _ir_file()
+    assert serialize.to_bytes(ir.verify(serialize.from_bytes(data))) == serialize.to_bytes(_small_graph())
+    path = tmp_path / "m.snnir"
+    for cut in (10, len(data) // 2, len(data) - 30):
+        path.write_bytes(data[:cut])
+        with pytest.raises(SnncError, match=f"^{path}: not a readable snnc IR file"):
+            ir.load(path)
+    with zipfile.ZipFile(path, "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("graph.json", b"{}")
+        archive.writestr("graph.json", b"{}")
+    with pytest.raises(SnncError, match="member 'graph.json': appears twice"):
+        ir.load(path)
+    with pytest.raises(SnncError, match="cannot read the IR file"):
+        ir.load(tmp_path)
+
+
+def test_every_operation_field_type_has_a_rule():
+    """A new field type in snnc.ir.ops must be given a rule for reading it from a file."""
+    for op in ir.ops.OPS.values():
+        for f in dataclasses.fields(op):
+            assert f.type.removesuffix(" | None") in serialize._FIELD_RULES, (op.__name__, f.name, f.type)
+
+
+def test_inspect_refuses_a_hostile_ir_file_in_one_line(tmp_path):
+    path = tmp_path / "m.snnir"
+    path.write_bytes(_ir_file(document=_edit(["nodes", 1, "fields", "evil"], 1)))
+    result = subprocess.run([sys.executable, "-m", "snnc", "inspect", path], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"{path}: node 'fc': Affine has no fields ['evil']" in result.stderr
