@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -128,7 +129,8 @@ def read_npy(file: BinaryIO, length: int, where: str, budget: Budget) -> np.ndar
             raise ValueError(f"its header declares {nbytes} bytes of data, the file holds {length - file.tell()}")
         file.seek(0)
         return np.lib.format.read_array(file, allow_pickle=False)
-    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    # numpy parses the header with ast and, for old versions, tokenize: a mangled one raises from either
+    except (ValueError, SyntaxError, tokenize.TokenError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise SnncError(f"{where}: not a readable .npy array ({_one_line(e)})") from None
 
 
@@ -172,7 +174,7 @@ def load_arrays(path: str | Path, allow_empty: bool = False) -> np.ndarray | dic
         raise SnncError("no such file") from None
     except OSError as e:
         raise SnncError(f"cannot read it ({e.strerror or e})") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) as e:  # NotImplemented: zip versions
         raise SnncError(f"not a readable .npy or .npz file ({_one_line(e)})") from None
 
 

@@ -83,12 +83,14 @@ def test_good_files_load_as_numpy_writes_them(tmp_path):
     (npy((2,), [("a", "<f8")], bytes(16)), "are not read"),
     (npy((2,), "|V4", bytes(8)), "arrays of |V4 are not read"),
     (npy((1,), "<f8", bytes(8))[:8] + b"\x00\x00" + bytes(8), "not a readable .npy array"),
+    # found by mutation: numpy retries a header ast cannot parse with tokenize, which raises its own error
+    (b"\x93NUMPY\x01\x00\x1a\x00{'descr': '<f8', 'shape': (\x00\n", "not a readable .npy array"),
     (npy((2, 1), "<f8", np.array([1.0, np.nan]).tobytes()), "holds NaN or infinite values"),
     (npy((2, 1), "<f4", np.array([1.0, -np.inf], np.float32).tobytes()), "holds NaN or infinite values"),
     (npy((0, 30, 5)), "the array of shape (0, 30, 5) holds no values"),
 ], ids=["empty", "truncated-zip", "truncated-magic", "truncated-data", "trailing-data", "header-only", "negative",
         "huge", "huge-empty", "complex", "unicode", "bytes", "datetime", "structured", "void", "zero-header",
-        "nan", "inf", "empty-batch"])
+        "tokenize", "nan", "inf", "empty-batch"])
 def test_malformed_npy_files_are_refused_in_one_line(tmp_path, content, fragment):
     (tmp_path / "x.npy").write_bytes(content)
     refused(tmp_path / "x.npy", fragment)

@@ -294,10 +294,12 @@ def _npy_header(shape, descr="<f8"):
     (dict(document=_edit(["dt"], "0.001")), "dt='0.001': the time step must be a positive number"),
     (dict(document=_edit(["extra"], 1)), "unknown keys ['extra']"),
     (dict(document=_edit(["nodes"], {"in": 1})), "nodes must be a JSON array, got dict"),
-    (dict(document=_edit(["metadata"], [])), "metadata must be a JSON object, got list"),
+    (dict(document=_edit(["metadata"], [])), "metadata: must be a JSON object of named values, got list"),
+    (dict(document=_edit(["metadata"], {"__array__": 0})), "metadata: must be a JSON object of named values, got an array"),
+    (dict(document=_edit(["nodes", 1, "annotations"], {"__tuple__": []})), "node 'fc' annotations: must be a JSON object of named values, got a tuple"),
     (dict(document=_edit(["nodes", 1], "fc")), "nodes[1] must be a JSON object with a string name"),
     (dict(document=_edit(["nodes", 1, "name"], ["fc"])), "nodes[1] must be a JSON object with a string name"),
-    (dict(document=_edit(["nodes", 1, "fields"], [1, 2])), "node 'fc': fields must be a JSON object, got list"),
+    (dict(document=_edit(["nodes", 1, "fields"], [1, 2])), "node 'fc' fields: must be a JSON object of named values, got list"),
     (dict(document=_edit(["nodes", 1, "op"], "Exec")), "node 'fc': unknown operation 'Exec'"),
     (dict(document=_edit(["nodes", 1, "op"], ["Affine"])), "node 'fc': unknown operation"),
     (dict(document=_edit(["nodes", 1, "fields", "evil"], 1)), "node 'fc': Affine has no fields ['evil']; its fields are"),
@@ -358,6 +360,11 @@ def test_truncated_and_duplicated_ir_files_are_refused(tmp_path):
         ir.load(path)
     with pytest.raises(SnncError, match="cannot read the IR file"):
         ir.load(tmp_path)
+    # Found by mutation: a central directory asking for a zip version Python does not implement.
+    central = data.rindex(b"PK\x01\x02")
+    path.write_bytes(data[:central + 6] + (217).to_bytes(2, "little") + data[central + 8:])
+    with pytest.raises(SnncError, match=f"^{path}: not a readable snnc IR file \\(zip file version 21.7\\)"):
+        ir.load(path)
 
 
 def test_every_operation_field_type_has_a_rule():

@@ -102,6 +102,14 @@ class _Decoder:
             return [self.decode(v, where, depth + 1) for v in value]
         return value
 
+    def decode_object(self, value, where: str) -> dict:
+        """A JSON object that holds values (the metadata, a node's fields or annotations): not an
+        array reference or a tuple."""
+        if not isinstance(value, dict) or _ARRAY in value or _TUPLE in value:
+            got = "an array" if _ARRAY in value else "a tuple" if _TUPLE in value else type(value).__name__
+            raise SnncError(f"{where}: must be a JSON object of named values, got {got}")
+        return self.decode(value, where)
+
     def _array(self, value: dict, where: str) -> np.ndarray:
         index = value[_ARRAY]
         if set(value) != {_ARRAY} or not _is_integer(index) or not 0 <= index < len(self.arrays):
@@ -221,7 +229,7 @@ def _read(file, source: str) -> Graph:
             for info in infos[1:]:
                 with archive.open(info) as member:
                     arrays.append(read_npy(member, info.file_size, f"{source}: member {info.filename!r}", budget))
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, OSError, ValueError, zlib.error) as e:
         raise SnncError(f"{source}: not a readable snnc IR file ({' '.join(str(e).split())})") from None
     try:
         return verify(_graph(document, arrays, source, budget))
@@ -277,22 +285,18 @@ def _graph(document, arrays: list[np.ndarray], source: str, budget: Budget) -> G
         raise SnncError(f"{source}: the graph's name must be a string, got {type(name).__name__}")
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
         raise SnncError(f"{source}: dt={dt!r}: the time step must be a positive number of seconds")
-    for key, kind in (("metadata", dict), ("nodes", list), ("edges", list)):
-        if not isinstance(document[key], kind):
-            raise SnncError(f"{source}: {key} must be a JSON {'object' if kind is dict else 'array'}, "
-                            f"got {type(document[key]).__name__}")
+    for key in ("nodes", "edges"):
+        if not isinstance(document[key], list):
+            raise SnncError(f"{source}: {key} must be a JSON array, got {type(document[key]).__name__}")
     decoder = _Decoder(arrays, once=True)
-    graph = Graph(dt=dt, name=name, metadata=decoder.decode(document["metadata"], f"{source}: metadata"))
+    graph = Graph(dt=dt, name=name, metadata=decoder.decode_object(document["metadata"], f"{source}: metadata"))
     for index, entry in enumerate(document["nodes"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise SnncError(f"{source}: nodes[{index}] must be a JSON object with a string name")
         where = f"{source}: node {entry['name']!r}"
         _require_keys(entry, _NODE_KEYS, where)
-        for key in ("fields", "annotations"):
-            if not isinstance(entry[key], dict):
-                raise SnncError(f"{where}: {key} must be a JSON object, got {type(entry[key]).__name__}")
-        op = _op(entry["op"], decoder.decode(entry["fields"], f"{where} fields"), where, budget)
-        graph.add(entry["name"], op, decoder.decode(entry["annotations"], f"{where} annotations"))
+        op = _op(entry["op"], decoder.decode_object(entry["fields"], f"{where} fields"), where, budget)
+        graph.add(entry["name"], op, decoder.decode_object(entry["annotations"], f"{where} annotations"))
     unused = sorted(set(range(len(arrays))) - decoder.used)
     if unused:
         raise SnncError(f"{source}: member {_member(unused[0])!r} is an array that nothing refers to")
