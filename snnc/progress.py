@@ -20,22 +20,27 @@ Progress = Callable[[int, "int | None", str], None]
 
 #: Erases from the cursor to the end of the line (ANSI EL), so a shorter redraw leaves no tail.
 _ERASE = "\x1b[K"
+#: Seconds of work before a bar appears (short work prints nothing), and at least between redraws.
+DELAY, INTERVAL = 1.0, 0.1
 
 
 class ProgressBar:
     """A one-line bar redrawn in place on a terminal stream; a no-op on anything else.
 
     Nothing is drawn during the first ``delay`` seconds, and redraws come at most every
-    ``interval`` seconds (each costs a write to the terminal). ``close`` erases the line, so the
-    output that follows (a summary, or the one-line error) starts on a clean line.
+    ``interval`` seconds (each costs a write to the terminal); ``DELAY`` and ``INTERVAL`` by
+    default. ``close`` erases the line, so the output that follows (a summary, or the one-line
+    error) starts on a clean line.
     """
 
-    def __init__(self, title: str, stream: TextIO | None = None, enabled: bool = True, delay: float = 1.0,
-                 interval: float = 0.1, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, title: str, stream: TextIO | None = None, enabled: bool = True, delay: float | None = None,
+                 interval: float | None = None, clock: Callable[[], float] = time.monotonic):
         self.title = title
         self.stream = sys.stderr if stream is None else stream
         self.shown = enabled and _is_terminal(self.stream)
-        self.delay, self.interval, self.clock = delay, interval, clock
+        self.delay = DELAY if delay is None else delay
+        self.interval = INTERVAL if interval is None else interval
+        self.clock = clock
         self.started = clock()
         self.drawn_at: float | None = None
 
@@ -58,6 +63,12 @@ class ProgressBar:
         else:
             gauge = str(done)
         return " ".join(part for part in (self.title, gauge, label, f"{elapsed:.0f} s") if part)
+
+    def message(self, text: str) -> None:
+        """Print a line on the bar's stream, whether or not a bar is shown: the bar is erased first
+        (it would otherwise prefix the line) and comes back at the next update."""
+        self.close()
+        print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.drawn_at is not None:

@@ -10,6 +10,7 @@ from snnc import ir
 from snnc.errors import SnncError
 from snnc.passes import PassManager
 from snnc.passes.pipeline import build_pipeline
+from snnc import progress
 from snnc.progress import ProgressBar
 from snnc.runtime.simulator import Simulator
 from snnc.targets import load_target
@@ -160,3 +161,71 @@ def test_lava_run_reports_each_sample(tmp_path):
     x = spikes(np.random.default_rng(4), (3, 8, 6)).astype(np.int64)
     run_lava(artifact, x, log=lambda line: None, progress=progress, timings=timings)
     assert progress.calls == [(i, 3, "Lava samples") for i in range(4)] and len(timings) == 3
+
+
+def test_message_above_the_bar_erases_it_first_and_the_bar_returns():
+    stream, clock = Terminal(), Clock()
+    bar = ProgressBar("env", stream, clock=clock, delay=0)
+    bar(1, 3, "pip install")
+    bar.message("Lava environment ready")
+    assert stream.getvalue().endswith("\x1b[K\r\x1b[KLava environment ready\n")
+    bar(2, 3, "checking")
+    assert stream.getvalue().endswith("Lava environment ready\n\renv [#############.......] 2/3 checking 0 s\x1b[K")
+
+
+def test_message_without_a_terminal_is_a_plain_line():
+    stream = io.StringIO()
+    ProgressBar("env", stream).message("creating the Lava environment")
+    assert stream.getvalue() == "creating the Lava environment\n"
+
+
+# -- the command line shows bars on a terminal only, and never with --json
+
+
+@pytest.fixture
+def model(tmp_path):
+    path = tmp_path / "mlp.snnir"
+    ir.save(ir.verify(mlp(np.random.default_rng(0))), path)
+    np.save(tmp_path / "x.npy", spikes(np.random.default_rng(1), (2, 30, 40)))
+    return path
+
+
+@pytest.fixture
+def immediate(monkeypatch):
+    """Bars drawn from the first update on, and at every update, so that short work shows them."""
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)
+
+
+def cli(monkeypatch, stderr, *args) -> str:
+    from snnc.cli import main
+
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert main([str(a) for a in args]) == 0, stderr.getvalue()
+    return stderr.getvalue()
+
+
+def test_compile_on_a_terminal_shows_each_pass_then_erases_the_bar(model, tmp_path, monkeypatch, immediate):
+    shown = cli(monkeypatch, Terminal(), "compile", model, "--target", "loihi2", "-o", tmp_path / "art")
+    pipeline = load_target("loihi2").pipeline
+    for index, name in enumerate(pipeline):
+        assert f"] {index}/{len(pipeline)} {name} " in shown
+    assert shown.startswith("\rcompiling [") and shown.endswith("\r\x1b[K")
+
+
+def test_run_on_a_terminal_shows_steps(model, tmp_path, monkeypatch, immediate):
+    shown = cli(monkeypatch, Terminal(), "run", model, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
+    assert "\rrunning (sim) [####################] 30/30 steps" in shown and shown.endswith("\r\x1b[K")
+
+
+def test_inspect_lowering_on_a_terminal_shows_passes(model, tmp_path, monkeypatch, immediate):
+    shown = cli(monkeypatch, Terminal(), "inspect", model, "--target", "loihi2", "-o", tmp_path / "ir.txt")
+    assert "\rlowering [" in shown and "quantize-loihi" in shown
+
+
+@pytest.mark.parametrize("stderr, flag", [(io.StringIO(), None), (Terminal(), "--json")], ids=["piped", "--json"])
+def test_no_bar_when_piped_or_with_json(model, tmp_path, monkeypatch, immediate, stderr, flag):
+    extra = [flag] if flag else []
+    assert cli(monkeypatch, stderr, "compile", model, "--target", "loihi2", "-o", tmp_path / "art", *extra) == ""
+    assert cli(monkeypatch, stderr, "run", tmp_path / "art", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz",
+               *extra) == ""
