@@ -25,7 +25,15 @@ def _shape(shape) -> str:
 
 
 def show_name(name: str) -> str:
-    """A name as it is when plain, quoted with escapes when it holds spaces, quotes or control characters."""
+    """A name or any other string from a model as it is when plain, else quoted with escapes.
+
+    Every string from a model that a dump or ``snnc inspect`` prints goes through here: a model is
+    untrusted, and a raw newline, carriage return or terminal escape sequence in a name would forge
+    lines or rewrite the user's terminal. Plain means printable (no control, format or separator
+    characters) and free of the characters the dumps use as delimiters; anything else is written as
+    a JSON string in ASCII, where every such character becomes a visible escape (``\\u001b``,
+    ``\\n``, ``\\r``). Distinct strings stay distinct: a plain string never starts with a quote.
+    """
     plain = name.isprintable() and not any(c in name for c in " \"'=,;()[]{}")
     return name if plain else json.dumps(name)
 
@@ -49,6 +57,8 @@ def _value_text(value) -> str:
         return f"[{_number(value.min())}..{_number(value.max())}]"
     if isinstance(value, tuple):
         return "x".join(str(v) for v in value)
+    if isinstance(value, str):
+        return show_name(value)
     return str(value)
 
 
@@ -104,7 +114,8 @@ def _weights_text(node: Node) -> str:
 
 
 def _annotations_text(node: Node) -> str:
-    return " ".join(f"@{k}={json.dumps(_jsonable(v), sort_keys=True, separators=(',', ':'))}"
+    # JSON in ASCII escapes every control character of the values' strings.
+    return " ".join(f"@{show_name(k)}={json.dumps(_jsonable(v), sort_keys=True, separators=(',', ':'))}"
                     for k, v in node.annotations.items())
 
 
@@ -126,18 +137,24 @@ def to_text(graph: Graph) -> str:
 
 
 def _dot_quote(text: str) -> str:
+    """A DOT string of ``text``, whose model strings went through ``show_name`` already; the only
+    newlines left are the label's own line breaks, written as DOT's ``\\n``."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _dot_id(name: str) -> str:
+    return _dot_quote(show_name(name))
+
+
 def to_dot(graph: Graph) -> str:
-    lines = [f"digraph {_dot_quote(graph.name or 'main')} {{", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
+    lines = [f"digraph {_dot_id(graph.name or 'main')} {{", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
     for n in graph:
-        label = f"{n.name}\n{n.op.kind} {_shape(n.input_shape)} -> {_shape(n.output_shape)}"
+        label = f"{show_name(n.name)}\n{n.op.kind} {_shape(n.input_shape)} -> {_shape(n.output_shape)}"
         details = _weights_text(n)
-        lines.append(f"  {_dot_quote(n.name)} [label={_dot_quote(label + (chr(10) + details if details else ''))}];")
+        lines.append(f"  {_dot_id(n.name)} [label={_dot_quote(label + (chr(10) + details if details else ''))}];")
     for s, t in graph.edges:
         style = ' [style=dashed, label="t-1"]' if (s, t) in graph.recurrent_edges else ""
-        lines.append(f"  {_dot_quote(s)} -> {_dot_quote(t)}{style};")
+        lines.append(f"  {_dot_id(s)} -> {_dot_id(t)}{style};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from snnc.errors import IRError, SnncError
 from snnc.ir import NEURONS, Affine, Graph, Input
+from snnc.ir.printer import show_name
 from snnc.passes import Pass
 from snnc.passes.fuse import is_population_form
 from snnc.runtime.cost import HOST_POSITION, _route
@@ -814,7 +815,8 @@ class MapCores(Pass):
 
 
 def mapping_text(graph: Graph) -> str:
-    """The mapping map-cores wrote into ``graph``, as ``snnc inspect ARTIFACT --mapping`` prints it."""
+    """The mapping map-cores wrote into ``graph``, as ``snnc inspect ARTIFACT --mapping`` prints it;
+    the model's strings (names, the calibration file) through ``show_name``."""
     mapping = graph.metadata.get("mapping")
     if mapping is None:
         raise SnncError("the graph holds no mapping: compile it for a hardware target whose pipeline runs map-cores "
@@ -822,7 +824,7 @@ def mapping_text(graph: Graph) -> str:
     bound, greedy, capacity = mapping["lower_bound"], mapping["greedy"], mapping["capacity"]
     rates = mapping["rates"]
     measured = (f"estimated at {rates['rate']} spikes per neuron per step" if rates["source"] == "estimate" else
-                f"measured on {rates['source']} ({rates['batch']} samples x {rates['steps']} steps)")
+                f"measured on {show_name(rates['source'])} ({rates['batch']} samples x {rates['steps']} steps)")
     hops = mapping["traffic_hops_per_step"]
     per_message = hops / mapping["traffic_per_step"] if mapping["traffic_per_step"] else 0.0
     baseline = ("does not fit" if greedy["cores"] is None else
@@ -830,7 +832,8 @@ def mapping_text(graph: Graph) -> str:
                 f"{_count(greedy['cores'], 'core')}, {greedy['traffic_hops_per_step']:.6g} message hops per step"
                 + (f" (this mapping: {mapping['traffic_hops_vs_greedy']:.3g}x)"
                    if mapping["traffic_hops_vs_greedy"] is not None else ""))
-    lines = [f"mapping of {graph.name or 'main'} on {mapping['target']}: {_count(mapping['cores'], 'core')} on "
+    lines = [f"mapping of {show_name(graph.name or 'main')} on {show_name(mapping['target'])}: "
+             f"{_count(mapping['cores'], 'core')} on "
              f"{_count(mapping['tiles'], 'tile')} of {_count(mapping['chips'], 'chip')}",
              f"  lower bound: {_count(bound['cores'], 'core')} ({_resource(bound['binding'])}); used / bound = "
              f"{mapping['cores_over_lower_bound']:.3f}",
@@ -844,7 +847,7 @@ def mapping_text(graph: Graph) -> str:
                      f"{top['messages_per_step']:.6g} messages per step")
     header = ("core", "chip", "tile", "pieces", "neurons", "fan-in", "fan-out", "memory bits", "out/step", "in/step")
     rows = [(str(c["core"]), str(c["chip"]), f"({c['tile'][0]},{c['tile'][1]})#{c['core_in_tile']}",
-             " ".join(f"{p['population']}[{p['start']}:{p['stop']}]" for p in c["pieces"]),
+             " ".join(f"{show_name(p['population'])}[{p['start']}:{p['stop']}]" for p in c["pieces"]),
              *(f"{c[r]} {c[r] / capacity[r]:.0%}" for r in RESOURCES),
              f"{c['messages_out_per_step']:.4g}", f"{c['messages_in_per_step']:.4g}") for c in mapping["per_core"]]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
