@@ -419,6 +419,21 @@ def cmd_targets(args) -> int:
     return 0
 
 
+def cmd_passes(args) -> int:
+    from snnc.passes.pipeline import PASSES
+
+    listed = [{"name": name, "doc": cls.__doc__.strip().splitlines()[0],
+               "options": ["--" + field.replace("_", "-") for field in reads]} for name, (cls, reads) in PASSES.items()]
+    if args.format == "json":
+        _print_json({"passes": listed})
+        return 0
+    width = max(len(entry["name"]) for entry in listed)
+    for entry in listed:
+        print(f"{entry['name'].ljust(width)}  {entry['doc']}")
+        print(f"{''.ljust(width)}  options: {', '.join(entry['options']) or '(none)'}")
+    return 0
+
+
 def cmd_env(args) -> int:
     from snnc.runtime import lava_env
 
@@ -508,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
                                               "written like snnc/targets/*.toml.")
     targets.add_argument("--format", choices=("text", "json"), default="text", help="listing format (default text)")
     targets.set_defaults(handler=cmd_targets)
+
+    passes = commands.add_parser("passes", help="list the passes pipelines and --passes name",
+                                 description="List each pass: its name, what it does, and the options it reads.")
+    passes.add_argument("--format", choices=("text", "json"), default="text", help="listing format (default text)")
+    passes.set_defaults(handler=cmd_passes)
 
     env = commands.add_parser("env", help="create or show the Python 3.10 environment that runs Lava",
                               description="Create (once) and reuse the Python 3.10 environment with lava-nc 0.10.0 "

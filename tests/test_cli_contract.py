@@ -12,7 +12,7 @@ import pytest
 from snnc import ir
 from snnc.cli import main
 from snnc.frontend import FORMATS
-from snnc.passes.pipeline import REGISTRY
+from snnc.passes.pipeline import PASSES, REGISTRY, PassOptions
 from snnc.targets import available_targets, load_target
 
 from graphs import conv_net, mlp, recurrent_mlp, spikes
@@ -221,3 +221,36 @@ def test_help_lists_every_model_format(capsys, command):
     text = " ".join(capsys.readouterr().out.split())
     for kind in FORMATS:
         assert kind in text
+
+
+def test_passes_lists_every_pass_with_its_doc_and_options(capsys):
+    capsys.readouterr()
+    assert main(["passes", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["passes"]
+    assert [entry["name"] for entry in listed] == list(REGISTRY)
+    for entry in listed:
+        cls, reads = PASSES[entry["name"]]
+        assert cls.name == entry["name"] and entry["doc"] == cls.__doc__.strip().splitlines()[0] and entry["doc"]
+        assert entry["options"] == ["--" + field.replace("_", "-") for field in reads]
+    assert main(["passes"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"{entry['name']}  " in text and entry["doc"] in text for entry in listed)
+    assert "options: --weight-bits, --quantization, --granularity, --calibration" in text
+
+
+def test_the_options_a_pass_is_listed_with_are_those_its_factory_reads():
+    """``snnc passes`` lists PASSES; this holds it to what REGISTRY hands each pass."""
+
+    class Recording(PassOptions):
+        def __getattribute__(self, field):
+            if field in PassOptions.__dataclass_fields__:
+                object.__getattribute__(self, "read").append(field)
+            return object.__getattribute__(self, field)
+
+    for name, factory in REGISTRY.items():
+        target = load_target(next(t for t in available_targets() if name in load_target(t).pipeline))
+        options = Recording()
+        options.read = []
+        made = factory(target, options)
+        assert type(made) is PASSES[name][0]
+        assert tuple(dict.fromkeys(options.read)) == PASSES[name][1], name

@@ -25,6 +25,8 @@ from snnc.passes import Pass
 
 
 class Canonicalize(Pass):
+    """The same computation in fewer, simpler nodes: rewrites exact up to float rounding, until none applies."""
+
     name = "canonicalize"
 
     def __init__(self):

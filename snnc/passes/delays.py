@@ -24,6 +24,8 @@ from snnc.targets import Target
 
 
 class FoldDelays(Pass):
+    """Fold each Delay node into the synapses after it, as per-synapse delays."""
+
     name = "fold-delays"
 
     def __init__(self):
@@ -55,6 +57,8 @@ class FoldDelays(Pass):
 
 
 class SplitDelays(Pass):
+    """Relay synapses whose delay exceeds the target's longest through chains of relay populations."""
+
     name = "split-delays"
 
     def __init__(self, target: Target):

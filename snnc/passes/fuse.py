@@ -49,6 +49,8 @@ def _without_bias(op):
 
 
 class FuseSynapses(Pass):
+    """Fuse every linear path between neuron populations into one synapse matrix (population form)."""
+
     name = "fuse-synapses"
 
     def __init__(self):

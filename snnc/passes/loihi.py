@@ -43,6 +43,8 @@ def _power_of_two_exponent(value: float, limit: float) -> int:
 
 
 class QuantizeLoihi(QuantizePopulations):
+    """Write every population and synapse group as the integers of Lava's bit-accurate Loihi models."""
+
     name = "quantize-loihi"
     arithmetic = "loihi"
     chip = "Lava's Loihi"

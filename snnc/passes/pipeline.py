@@ -56,6 +56,22 @@ REGISTRY: dict[str, Callable[[Target, PassOptions], Pass]] = {
 }
 
 
+#: Every pass's class and the PassOptions fields that its entry in REGISTRY hands it, by name: what
+#: ``snnc passes`` lists.
+PASSES: dict[str, tuple[type[Pass], tuple[str, ...]]] = {
+    Canonicalize.name: (Canonicalize, ()),
+    FoldDelays.name: (FoldDelays, ()),
+    RoundDelays.name: (RoundDelays, ("calibration",)),
+    SplitDelays.name: (SplitDelays, ()),
+    FuseSynapses.name: (FuseSynapses, ()),
+    Sparsify.name: (Sparsify, ("sparsity", "calibration")),
+    QuantizeWeights.name: (QuantizeWeights, ("weight_bits", "quantization", "granularity", "calibration")),
+    QuantizeLoihi.name: (QuantizeLoihi, ()),
+    QuantizeSpiNNaker.name: (QuantizeSpiNNaker, ()),
+    MapCores.name: (MapCores, ("calibration",)),
+}
+
+
 def build_pipeline(target: Target, names: list[str] | None = None, options: PassOptions | None = None) -> list[Pass]:
     """The passes ``names`` (default: the target's pipeline), ready to run for ``target``."""
     names = target.pipeline if names is None else names

@@ -64,6 +64,8 @@ def rounded_delays(delay: np.ndarray, kernel_size: int) -> np.ndarray:
 
 
 class RoundDelays(Pass):
+    """Round the delays DCLS layers learned to whole steps: one delay and one weight per synapse."""
+
     name = "round-delays"
 
     def __init__(self, calibration: str | None = None):

@@ -56,6 +56,8 @@ def encoding_memory(weight: np.ndarray, synapse_bits: int) -> dict:
 
 
 class Sparsify(Pass):
+    """Prune the weakest synapses and hold each synapse group in the cheaper encoding, dense or sparse."""
+
     name = "sparsify"
 
     def __init__(self, target: Target, sparsity: float | None = None, threshold: float | None = None,

@@ -54,6 +54,8 @@ def synapse_tau_ms(dt: float, decay: np.ndarray) -> np.ndarray:
 
 
 class QuantizeSpiNNaker(QuantizePopulations):
+    """Write every population and synapse group as sPyNNaker's s16.15 integers and 16-bit weights."""
+
     name = "quantize-spinnaker"
     arithmetic = "spinnaker"
     chip = "sPyNNaker"
