@@ -295,6 +295,7 @@ def _npy_header(shape, descr="<f8"):
     (dict(document=_edit(["extra"], 1)), "unknown keys ['extra']"),
     (dict(document=_edit(["nodes"], {"in": 1})), "nodes must be a JSON array, got dict"),
     (dict(document=_edit(["metadata"], [])), "metadata: must be a JSON object of named values, got list"),
+    (dict(document=_edit(["metadata"], 3)), "metadata: must be a JSON object of named values, got int"),
     (dict(document=_edit(["metadata"], {"__array__": 0})), "metadata: must be a JSON object of named values, got an array"),
     (dict(document=_edit(["nodes", 1, "annotations"], {"__tuple__": []})), "node 'fc' annotations: must be a JSON object of named values, got a tuple"),
     (dict(document=_edit(["nodes", 1], "fc")), "nodes[1] must be a JSON object with a string name"),

@@ -106,7 +106,7 @@ class _Decoder:
         """A JSON object that holds values (the metadata, a node's fields or annotations): not an
         array reference or a tuple."""
         if not isinstance(value, dict) or _ARRAY in value or _TUPLE in value:
-            got = "an array" if _ARRAY in value else "a tuple" if _TUPLE in value else type(value).__name__
+            got = type(value).__name__ if not isinstance(value, dict) else "an array" if _ARRAY in value else "a tuple"
             raise SnncError(f"{where}: must be a JSON object of named values, got {got}")
         return self.decode(value, where)
 
