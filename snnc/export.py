@@ -7,7 +7,9 @@ Affine without delays on a vector, a Conv) stay standard, so that generic tools 
 node with several inputs sums them (standard nodes get a ``Sum`` in front). ONNX graphs have no
 cycles: a recurrent edge leaves its source as a state output and returns as a state input (the last
 inputs and outputs, counted in the ``snnc.states`` metadata), which ``snnc.frontend.onnx`` turns
-back into the recurrent edge. The round trip is lossless.
+back into the recurrent edge. Node annotations (what compiling added: quantized parameters,
+placement) travel in the ``snnc.annotations`` metadata, encoded as in the IR file, with their arrays
+as initializers that no node reads. The round trip is lossless.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from snnc import ir
 from snnc.errors import ExportError
-from snnc.frontend.onnx import DOMAIN, META_DT, META_GRAPH, META_STATES
+from snnc.frontend.onnx import DOMAIN, META_ANNOTATIONS, META_DT, META_GRAPH, META_STATES
+from snnc.ir.serialize import encode_arrays
 
 #: The standard ONNX opset the exported files use (Gemm, Conv, Sum, Identity).
 OPSET = 17
@@ -40,6 +43,11 @@ def to_onnx(model, example_input=None, path: str | Path | None = None) -> onnx.M
     if path is not None:
         onnx.save(proto, str(path))
     return proto
+
+
+def write_onnx(graph: ir.Graph, path: str | Path) -> None:
+    """Write ``graph`` as an ONNX file that ``snnc.frontend.onnx`` reads back as the same graph."""
+    to_onnx(graph, path=path)
 
 
 class _Writer:
@@ -65,6 +73,7 @@ class _Writer:
         inputs += [_value(self.previous[s], graph[s].output_shape) for s in self.recurrent]
         outputs = [_value(n, graph[n].output_shape) for n in graph.outputs]
         outputs += [_value(s, graph[s].output_shape) for s in self.recurrent]
+        annotations = self._annotations({value.name for value in inputs})
         body = helper.make_graph(self.nodes, graph.name or "main", inputs, outputs, self.initializers)
         model = helper.make_model(body, producer_name="snnc",
                                   opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, 1)])
@@ -73,9 +82,32 @@ class _Writer:
         except TypeError as e:
             raise ExportError(f"graph metadata cannot be written to ONNX ({e})") from None
         helper.set_model_props(model, {META_DT: repr(graph.dt), META_STATES: str(len(self.recurrent)),
-                                       META_GRAPH: metadata})
+                                       META_GRAPH: metadata, **annotations})
         onnx.checker.check_model(model)
         return model
+
+    def _annotations(self, inputs: set[str]) -> dict[str, str]:
+        """The ``snnc.annotations`` metadata (none when no node has annotations): each annotated
+        node's annotations as the IR file encodes them, arrays by number, and the initializers that
+        hold those arrays, under names that no tensor of the graph uses."""
+        annotated = {n.name: n.annotations for n in self.graph if n.annotations}
+        for name, annotations in annotated.items():
+            # Strings and objects would come back as object arrays: only numbers and booleans are exact.
+            odd = next((a for a in encode_arrays(annotations)[1] if a.dtype.kind not in "biufc"), None)
+            if odd is not None:
+                raise ExportError(f"node {name!r}: an annotation holds an array of dtype {odd.dtype}, which ONNX "
+                                  "cannot store exactly; export to .snnir or .nir instead")
+        if not annotated:
+            return {}
+        encoded, arrays = encode_arrays(annotated)
+        taken = inputs | {t.name for t in self.initializers} | {x for n in self.nodes for x in (*n.input, *n.output)}
+        names = []
+        for index, array in enumerate(arrays):
+            name = f"snnc.annotation.{index}"
+            while name in taken:
+                name += "_"
+            names.append(self._initializer(name, array))
+        return {META_ANNOTATIONS: json.dumps({"arrays": names, "nodes": encoded})}
 
     def _inputs(self, name: str) -> list[str]:
         recurrent = self.graph.recurrent_edges
