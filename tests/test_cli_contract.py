@@ -254,3 +254,25 @@ def test_the_options_a_pass_is_listed_with_are_those_its_factory_reads():
         made = factory(target, options)
         assert type(made) is PASSES[name][0]
         assert tuple(dict.fromkeys(options.read)) == PASSES[name][1], name
+
+
+def test_inspect_lines_summarise_annotations_instead_of_dumping_json(work, capsys):
+    graph = ir.verify(mlp(np.random.default_rng(7), sizes=(5, 12, 3)))
+    graph["lif0"].annotations.update(
+        table={f"key{i}": i / 7 for i in range(200)}, pieces=[{"core": i, "start": 0, "stop": 4} for i in range(50)],
+        mantissa=np.arange(-6, 6, dtype=np.int8).reshape(3, 4), flat=np.full(12, 7), label="plain", empty=[])
+    ir.save(graph, "annotated.snnir")
+    capsys.readouterr()
+    assert main(["inspect", "annotated.snnir"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if " lif0 " in line)
+    annotations = line[line.index("@"):]
+    assert "@mantissa=int8(3,4)=[-6..5]" in annotations and "@flat=int64(12,)=7" in annotations
+    assert "@pieces=[{core=0 start=0 stop=4}, {core=1 start=0 stop=4}, {core=2 start=0 stop=4}, +47 more]" in annotations
+    assert "@label=plain" in annotations and "@empty=[]" in annotations
+    table = annotations[annotations.index("@table="):annotations.index(" @pieces")]
+    assert table.startswith("@table={key0=0 key1=0.142857 key2=0.285714") and table.endswith("...")
+    assert len(table) == 120 and len(annotations) < 400
+    assert main(["inspect", "annotated.snnir", "--format", "json"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    node = next(node for node in whole["nodes"] if node["name"] == "lif0")
+    assert len(node["annotations"]["table"]) == 200 and len(node["annotations"]["pieces"]) == 50

@@ -59,7 +59,7 @@ def test_text_dump_escapes_every_name_and_annotation_and_forges_no_line():
     assert lines[0].startswith('graph "\\u001b]0;pwned title\\u0007net\\n"  ')
     for name in TERMINAL_NAMES.values():
         assert show_name(name) in text
-    assert '@"note\\u001b[0m"=["value\\r\\u001b[2K",{"key\\n":"x"}]' in text
+    assert '@"note\\u001b[0m"=["value\\r\\u001b[2K", {"key\\n"=x}]' in text
 
 
 def test_dot_dump_escapes_ids_and_labels():

@@ -181,7 +181,7 @@ def test_text_dump_is_deterministic_and_complete():
     lines = text.splitlines()
     fc1 = next(line for line in lines if line.split()[1:3] == ["fc1", "Affine"])
     assert "(5,)" in fc1 and "(7,)" in fc1 and "weight(7,5)" in fc1 and "sparsity=0.00" in fc1
-    assert '@quant={"bits":8}' in fc1
+    assert "@quant={bits=8}" in fc1
     hidden = next(line for line in lines if " hidden " in line)
     assert "reset=subtract" in hidden and "CubaLIF" in hidden
     assert "  hidden -> rec  (recurrent: carries the previous step)" in lines

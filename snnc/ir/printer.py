@@ -113,10 +113,35 @@ def _weights_text(node: Node) -> str:
     return " ".join(parts)
 
 
+#: The most characters one annotation takes on a line of the text dump; the JSON dump holds it whole.
+ANNOTATION_WIDTH = 120
+#: The most items of a list that the text dump shows before it counts the rest.
+LIST_ITEMS = 3
+
+
+def _brief(value) -> str:
+    """An annotation's value in a few characters: numbers to 6 digits, strings through show_name,
+    arrays as dtype(shape)=value or =[min..max], dicts as {key=value ...}, lists by their first
+    LIST_ITEMS items and how many more there are."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype}{_shape(value.shape)}" + (f"={_value_text(value)}" if value.size else "")
+    if isinstance(value, dict):
+        return "{" + " ".join(f"{show_name(str(k))}={_brief(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        items = [_brief(v) for v in value[:LIST_ITEMS]] + ([f"+{len(value) - LIST_ITEMS} more"] if len(value) > LIST_ITEMS else [])
+        return "[" + ", ".join(items) + "]"
+    if isinstance(value, str):
+        return show_name(value)
+    if isinstance(value, (float, np.floating)):
+        return _number(value)
+    return str(value)
+
+
 def _annotations_text(node: Node) -> str:
-    # JSON in ASCII escapes every control character of the values' strings.
-    return " ".join(f"@{show_name(k)}={json.dumps(_jsonable(v), sort_keys=True, separators=(',', ':'))}"
-                    for k, v in node.annotations.items())
+    def cut(text: str) -> str:
+        return text if len(text) <= ANNOTATION_WIDTH else text[: ANNOTATION_WIDTH - 3] + "..."
+
+    return " ".join(cut(f"@{show_name(k)}={_brief(v)}") for k, v in node.annotations.items())
 
 
 def to_text(graph: Graph) -> str:
