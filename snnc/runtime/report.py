@@ -18,6 +18,7 @@ import numpy as np
 
 from snnc.errors import SnncError
 from snnc.files import atomic_write
+from snnc.ir.printer import show_name
 from snnc.runtime.cost import ENERGY_KINDS, PAPER_CONVENTION, CostReport
 
 #: Most loaded links listed in a report.
@@ -152,7 +153,7 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
     """The numbers a reader looks at first, shared by the text summary and the HTML page."""
     counts, paper = report["counts"], report["paper_convention"]
     rows = [("target", f"{report['target']} ({report['target_description']})"),
-            ("graph", report["graph"] or "(unnamed)"),
+            ("graph", show_name(report["graph"]) if report["graph"] else "(unnamed)"),
             ("steps x batch", f"{report['timesteps']} x {report['batch']}")]
     if report["latency_s"] is not None:
         step = report["step_time_s"]
