@@ -108,3 +108,11 @@ def test_inspect_of_a_compiled_artifact_escapes_its_lowering_pass_reports_and_ma
     assert_inert(mapping)
     assert mapping.startswith('mapping of "\\u001b]0;pwned title\\u0007net\\n" on loihi2:')
     assert show_name(TERMINAL_NAMES["lif1"]) + "[0:4]" in mapping
+
+
+def test_run_prints_output_names_escaped(hostile_model, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.ones((1, 4, 6)))
+    assert main(["run", str(hostile_model), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz")]) == 0
+    out = capsys.readouterr().out
+    assert_inert(out)
+    assert f"  {show_name(TERMINAL_NAMES['out'])}  " in out
