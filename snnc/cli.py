@@ -7,6 +7,7 @@ unexpected failure with one line and exit code 1. ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -94,6 +95,15 @@ def _load(args):
             raise SnncError(f"{flag} {value}: applies to {' and '.join(_MODEL_FLAGS[flag])} models only; "
                             f"{args.model} ({kind}) defines its own")
     return load_model(path, dt=args.dt, reset=args.reset)
+
+
+@contextlib.contextmanager
+def _about(flag: str, value: str):
+    """Errors raised inside name the flag and the value they are about."""
+    try:
+        yield
+    except SnncError as e:
+        raise SnncError(f"{flag} {value}: {e}") from None
 
 
 def _writable(flag: str, path: str, what: str = "", suffixes: tuple[str, ...] = (), directory: bool = False) -> None:
@@ -261,10 +271,11 @@ def cmd_run(args) -> int:
     graph = _load(args)
     _check_run_flags(args, graph)
     simulator = Simulator(graph, dtype=np.dtype(args.precision or "float64"))
-    try:
-        inputs = simulator.check_inputs(load_arrays(args.input), args.steps)
-    except SnncError as e:
-        raise SnncError(f"--input {args.input}: {e}") from None
+    with _about("--input", args.input):
+        arrays = load_arrays(args.input)
+    _check_run_size(args, simulator, arrays)
+    with _about("--input", args.input):
+        inputs = simulator.check_inputs(arrays, args.steps)
     started = time.perf_counter()
     if args.backend == "lava":
         from snnc.runtime.lava_run import run_lava
@@ -318,6 +329,25 @@ def _check_run_flags(args, graph) -> None:
         raise SnncError(f"--precision {args.precision}: sets the float simulation of --backend sim only; "
                         + (f"{args.model} is compiled for {arithmetic} arithmetic, which runs its own integers"
                            if arithmetic != "float" else f"--backend {args.backend} runs its own arithmetic"))
+
+
+def _check_run_size(args, simulator, arrays) -> None:
+    """Refuse a run whose arrays would not fit snnc's memory budget, from their shapes, before any
+    is allocated: each input padded to --steps, each output, and each probed node's state (at most
+    v and i beside its spikes)."""
+    from snnc.files import Budget, check_declared_array
+
+    first = next(iter(arrays.values())) if isinstance(arrays, dict) else arrays
+    if first.ndim < 2:
+        return  # check_inputs says which shape it takes
+    batch, steps = first.shape[0], args.steps or first.shape[1]
+    graph, budget = simulator.graph, Budget()
+    declared = [(name, simulator.dtype) for name in graph.inputs]
+    declared += [(name, np.int8 if simulator.sends_spikes(name) else simulator.dtype) for name in graph.outputs]
+    declared += [(name, simulator.dtype) for name in args.probe for _ in ("v", "i")]
+    where = f"--steps {args.steps}" if args.steps else f"--input {args.input}: {steps} steps"
+    for name, dtype in declared:
+        check_declared_array((batch, steps, *graph[name].output_shape), dtype, f"{where}, node {name!r}", budget)
 
 
 #: The cost report's headline numbers, which ``snnc run --json`` prints (the report file has all).

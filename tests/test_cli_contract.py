@@ -56,6 +56,8 @@ BAD_FLAGS = [
     (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--steps", "0"], ["--steps", ">= 1"]),
     (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--steps", "-3"], ["--steps", ">= 1"]),
     (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--steps", "ten"], ["--steps", "'ten'"]),
+    (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--steps", "100000000000000"],
+     ["--steps 100000000000000", "node 'in'", "memory budget"]),
     (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--dt", "nan"], ["--dt", "> 0"]),
     (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--dt", "inf"], ["--dt", "> 0"]),
     (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--dt", "0"], ["--dt", "> 0"]),
@@ -144,6 +146,20 @@ def test_a_report_that_cannot_be_written_leaves_no_results(work, capsys):
 def test_an_unusable_input_is_one_line_naming_input(work, capsys, array):
     np.save("bad.npy", array)
     _refused(capsys, ["run", "m.snnir", "--input", "bad.npy", "-o", "y.npz"], "--input bad.npy")
+    assert not (work / "y.npz").exists()
+
+
+def test_a_run_is_sized_against_the_memory_budget_before_it_allocates(work, capsys, monkeypatch):
+    """Inputs padded to --steps (2 x 1000 x 5 float64), outputs (2 x 1000 x 3 int8) and a probe's v
+    and i (2 x 7 x 1000 float64 each) against a budget that holds the first two but not the probe."""
+    monkeypatch.setenv("SNNC_MEMORY_BUDGET", "100000")
+    assert main(["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--steps", "1000"]) == 0
+    (work / "y.npz").unlink()
+    _refused(capsys, ["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--steps", "1000", "--probe", "hidden"],
+             "--steps 1000, node 'hidden'", "memory budget")
+    np.save("long.npy", spikes(np.random.default_rng(4), (2, 1000, 5)))
+    _refused(capsys, ["run", "m.snnir", "--input", "long.npy", "-o", "y.npz", "--probe", "hidden"],
+             "--input long.npy: 1000 steps, node 'hidden'", "memory budget")
     assert not (work / "y.npz").exists()
 
 
