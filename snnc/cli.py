@@ -380,7 +380,7 @@ def _run_machine(args, simulator, inputs) -> tuple[dict, dict]:
     if args.probe:
         raise SnncError("--probe: the machine-level SpiNNaker simulator records output spikes only; probe with "
                         "--backend sim, which is bit-exact with it")
-    artifact = Artifact.open(args.model)
+    artifact = Artifact.open(args.model, backend="spinnaker")
     machine = MachineSimulator(MachineData.load(artifact.directory))
     batch, steps = next(iter(inputs.values())).shape[:2]
     outputs = machine.run(inputs, steps)

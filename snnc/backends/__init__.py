@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from snnc.backends import lava, sim
-from snnc.backends.artifact import TARGET_FILE, ArtifactWriter
+from snnc.backends.artifact import TARGET_FILE, ArtifactWriter, check_destination
 from snnc.backends.spinnaker import machine, pynn
 from snnc.ir import Graph
 from snnc.passes import PassManager
@@ -43,7 +43,9 @@ def lower(graph: Graph, target: Target, dump_dir: Path | None = None, passes: li
 
 def compile_graph(graph: Graph, target_name: str, source: Path, destination: Path, passes: list[str] | None = None,
                   dump_dir: Path | None = None, options: PassOptions | None = None) -> Path:
-    """Lower ``graph`` for the target and write the artifact directory ``destination``."""
+    """Lower ``graph`` for the target and write the artifact directory ``destination``, which is
+    checked before the work starts."""
+    check_destination(Path(destination))
     target = load_target(target_name)
     lowered, reports = lower(graph, target, dump_dir, passes, options)
     lowered.metadata = {**lowered.metadata, "target": target.name}

@@ -68,6 +68,8 @@ def main():
         if not loihi.is_installed():
             fail("--hw runs on Loihi 2 through Intel's Lava extension for Loihi (lava-loihi), which is not "
                  "installed; without --hw the program runs in Lava's bit-accurate simulation")
+    # No __pycache__ beside network.py: the artifact holds only the files its manifest lists.
+    sys.dont_write_bytecode = True
     sys.path.insert(0, str(HERE))
     import network
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from snnc.backends.artifact import Artifact
 from snnc.errors import SnncError
 from snnc.progress import Progress
 from snnc.runtime.lava_env import ensure_environment
@@ -56,9 +57,8 @@ def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=pr
     outputs by name and ``NAME:u``/``NAME:v`` for each probe, as the simulator does. A ``timings``
     list receives each sample's Lava run time in seconds (process start-up and imports excluded);
     ``progress`` hears of the environment's creation if it is missing, then of each sample done."""
-    runner = Path(artifact) / "run_lava.py"
-    if not runner.is_file():
-        raise SnncError(f"{artifact}: holds no Lava program; compile it for a Loihi target (--target loihi2)")
+    # The program is the artifact's own code: it runs only from a sealed artifact with all its files.
+    runner = Artifact.open(artifact, backend="lava").directory / "run_lava.py"
     python = ensure_environment(log=log, progress=progress)
     samples = len(next(iter(inputs.values())) if isinstance(inputs, dict) else inputs)
     times = []

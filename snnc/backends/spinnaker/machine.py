@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnc.backends.artifact import TARGET_FILE
+from snnc.backends.artifact import MACHINE_FILES, TARGET_FILE
 from snnc.backends.spinnaker import routing
 from snnc.errors import SnncError
 from snnc.files import load_arrays
@@ -46,8 +46,7 @@ from snnc.ir import NEURONS, Affine, Graph, Input, Output
 from snnc.runtime.placement import Layout, Placement, neuron_populations
 from snnc.targets import Target, parse_target
 
-MACHINE_JSON = "spinnaker_machine.json"
-MACHINE_ARRAYS = "spinnaker_machine.npz"
+MACHINE_JSON, MACHINE_ARRAYS = MACHINE_FILES
 #: Words before the synapses of a static row: plastic-region size, fixed synapses, fixed-plastic ones.
 ROW_HEADER_WORDS = 3
 #: Bits of a synaptic word that name the synapse type: excitatory 0, inhibitory 1.
