@@ -219,8 +219,10 @@ def _lowering_table(described: dict) -> str:
 
 def cmd_compile(args) -> int:
     from snnc.backends import compile_graph
+    from snnc.backends.artifact import check_destination
 
     _writable("-o", args.output, directory=True)
+    check_destination(Path(args.output))  # an existing directory must be an artifact that compile may replace
     if args.dump_ir:
         _writable("--dump-ir", args.dump_ir, directory=True)
     target, _ = _pipeline(args)
