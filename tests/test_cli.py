@@ -73,7 +73,7 @@ def test_inspect_formats(model, tmp_path, fmt, start):
     assert snnc("inspect", model).stdout == (tmp_path / "art" / "ir.txt").read_text()
 
 
-@pytest.mark.parametrize("command", [[], ["inspect"], ["compile"], ["run"], ["export"]])
+@pytest.mark.parametrize("command", [[], ["inspect"], ["compile"], ["run"], ["export"], ["targets"], ["passes"]])
 def test_help(command):
     result = snnc(*command, "--help")
     assert result.returncode == 0 and "usage: snnc" in result.stdout

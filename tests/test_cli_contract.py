@@ -15,7 +15,7 @@ from snnc.frontend import FORMATS
 from snnc.passes.pipeline import PASSES, REGISTRY, PassOptions
 from snnc.targets import available_targets, load_target
 
-from graphs import conv_net, mlp, recurrent_mlp, spikes
+from graphs import chain, conv_net, lif, mlp, recurrent_mlp, spikes
 
 ONNX_MODEL = "examples/digits/model.onnx"
 
@@ -161,6 +161,18 @@ def test_a_run_is_sized_against_the_memory_budget_before_it_allocates(work, caps
     _refused(capsys, ["run", "m.snnir", "--input", "long.npy", "-o", "y.npz", "--probe", "hidden"],
              "--input long.npy: 1000 steps, node 'hidden'", "memory budget")
     assert not (work / "y.npz").exists()
+
+
+def test_inspect_runs_the_passes_it_is_given_without_a_target(work, capsys):
+    """--passes alone used to be ignored by inspect, which lowered only with --target or --after."""
+    graph = chain(("in", ir.Input(shape=(3,))), ("fc", ir.Affine(weight=np.eye(3))),
+                  ("half", ir.Scale(scale=np.full(3, 0.5))), ("n", lif(shape=(3,))), ("out", ir.Output()))
+    ir.save(ir.verify(graph), "scaled.snnir")
+    capsys.readouterr()
+    assert main(["inspect", "scaled.snnir"]) == 0
+    assert " Scale " in capsys.readouterr().out
+    assert main(["inspect", "scaled.snnir", "--passes", "canonicalize"]) == 0
+    assert " Scale " not in capsys.readouterr().out
 
 
 def test_model_flags_still_reach_the_formats_that_read_them(work, capsys):
