@@ -87,7 +87,7 @@ def test_machine_comes_from_the_target_file(tmp_path):
     text = load_target("spinnaker").path.read_text()
     path = tmp_path / "spinnaker_without_routers.toml"
     path.write_text("\n".join(line for line in text.splitlines() if not line.startswith("router_entries")))
-    with pytest.raises(TargetError, match="chip.router_entries: is missing"):
+    with pytest.raises(TargetError, match="\\[chip\\] router_entries: is missing"):
         load_target(str(path))
     assert "router_entries" not in load_target("loihi").chip
 
