@@ -40,6 +40,27 @@ class Op:
     def validate(self) -> None:
         """Check the parameters alone; raise ``ShapeError`` on a problem."""
 
+    def check_arrays(self) -> None:
+        """Every array parameter is a numpy array of real numbers, all finite (or None where the
+        parameter is optional); raise ``ShapeError`` naming the first that is not.
+
+        No equation of the IR means anything with NaN or infinity in it, and every backend would
+        turn them into different wrong numbers instead of an error.
+        """
+        for field in dataclasses.fields(self):
+            if "np.ndarray" not in field.type:
+                continue
+            value = getattr(self, field.name)
+            if value is None and "None" in field.type:
+                continue
+            if not isinstance(value, np.ndarray):
+                raise ShapeError(f"{field.name} must be an array of numbers, got {type(value).__name__} {value!r:.60}")
+            if value.dtype.kind not in "biuf":
+                raise ShapeError(f"{field.name} has dtype {value.dtype}; give real numbers (bool, integer or float)")
+            # min and max propagate NaN, and find infinities, without a temporary array of the weights' size
+            if value.dtype.kind == "f" and value.size and not (np.isfinite(value.min()) and np.isfinite(value.max())):
+                raise ShapeError(f"{field.name} holds NaN or infinite values; give finite numbers")
+
     def output_shape(self, input_shape: Shape) -> Shape:
         """The shape of ``y`` for an input of ``input_shape``; raise ``ShapeError`` if it cannot take it."""
         return input_shape
@@ -56,8 +77,31 @@ class Op:
         return {k: v for k, v in self.fields().items() if not isinstance(v, np.ndarray)}
 
 
+def whole_numbers(value, name: str) -> tuple[int, ...]:
+    """``value`` (a number or a sequence of numbers) as a tuple of ints.
+
+    A fraction, a string, a bool or anything else that is not a whole number is a ``ShapeError``:
+    a size of 2.5 is refused, never cut to 2.
+    """
+    try:
+        array = np.atleast_1d(np.asarray(value))
+    except ValueError:  # ragged nesting
+        array = np.array([None])
+    whole = array.dtype.kind in "iu" or array.dtype.kind == "f" and bool(np.all(np.isfinite(array) & (array == np.round(array))))
+    if not whole:
+        raise ShapeError(f"{name} must be whole numbers, got {value!r:.60}")
+    return tuple(int(v) for v in array.ravel())
+
+
+def _integer(value, name: str) -> int:
+    values = whole_numbers(value, name)
+    if len(values) != 1:
+        raise ShapeError(f"{name} must be one whole number, got {value!r:.60}")
+    return values[0]
+
+
 def _pair(value, name: str) -> tuple[int, int]:
-    values = tuple(int(v) for v in np.atleast_1d(np.asarray(value)).ravel())
+    values = whole_numbers(value, name)
     if len(values) == 1:
         values = values * 2
     if len(values) != 2:
@@ -81,7 +125,7 @@ class Input(Op):
     shape: Shape
 
     def __post_init__(self):
-        self.shape = tuple(int(s) for s in self.shape)
+        self.shape = whole_numbers(self.shape, "shape")
 
     def validate(self):
         if any(s <= 0 for s in self.shape):
@@ -116,13 +160,15 @@ class Affine(Op):
 
     def __post_init__(self):
         if self.out_shape is not None:
-            self.out_shape = tuple(int(s) for s in self.out_shape)
+            self.out_shape = whole_numbers(self.out_shape, "out_shape")
 
     def validate(self):
         if self.weight.ndim != 2:
             raise ShapeError(f"weight must be 2-D (out, in), got shape {self.weight.shape}")
         _require_shape(self.bias, self.weight.shape[:1], "bias")
         _require_shape(self.delay, self.weight.shape, "delay")
+        if self.out_shape is not None and min(self.out_shape, default=1) < 1:
+            raise ShapeError(f"out_shape {self.out_shape} must have positive sizes")
         if self.out_shape is not None and int(np.prod(self.out_shape)) != self.weight.shape[0]:
             raise ShapeError(f"out_shape {self.out_shape} does not hold the {self.weight.shape[0]} outputs")
         if self.delay is not None:
@@ -152,9 +198,9 @@ class _Conv(Op):
     def __post_init__(self):
         n = self.spatial_dims
         for name in ("stride", "padding", "dilation"):
-            value = tuple(int(v) for v in np.atleast_1d(np.asarray(getattr(self, name))).ravel())
+            value = whole_numbers(getattr(self, name), name)
             setattr(self, name, value * n if len(value) == 1 else value)
-        self.groups = int(self.groups)
+        self.groups = _integer(self.groups, "groups")
 
     def validate(self):
         n = self.spatial_dims
@@ -256,7 +302,7 @@ class Flatten(Op):
     end_dim: int = -1
 
     def __post_init__(self):
-        self.start_dim, self.end_dim = int(self.start_dim), int(self.end_dim)
+        self.start_dim, self.end_dim = _integer(self.start_dim, "start_dim"), _integer(self.end_dim, "end_dim")
 
     def output_shape(self, input_shape):
         n = len(input_shape)

@@ -1,14 +1,20 @@
 """The verifier: structural rules, parameter checks and shape inference.
 
 It runs after every import and after every pass. It fills in each node's input and output shape
-and raises an ``IRError`` that names the first node at fault.
+and raises an ``IRError`` that names the first node at fault: every array parameter must hold
+finite real numbers, and every node's output must fit snnc's memory budget (a model that declares
+a larger one is refused here, before any simulation or backend allocates it), whichever format or
+pass the graph came from.
 """
 
 from __future__ import annotations
 
 import math
 
-from snnc.errors import IRError
+import numpy as np
+
+from snnc.errors import IRError, SnncError
+from snnc.files import check_declared_array
 from snnc.ir.graph import Graph
 from snnc.ir.ops import Input, Output, ShapeError
 
@@ -30,6 +36,7 @@ def verify(graph: Graph) -> Graph:
         if isinstance(node.op, Output) and outgoing:
             raise IRError(node.name, f"an Output node has no output edges, but it leads to {outgoing}")
         try:
+            node.op.check_arrays()
             node.op.validate()
         except ShapeError as e:
             raise IRError(node.name, f"({node.op.kind}) {e}") from None
@@ -62,7 +69,8 @@ def _infer_shapes(graph: Graph) -> None:
                 node.input_shape = known[0][1]
             try:
                 node.output_shape = tuple(int(s) for s in node.op.output_shape(node.input_shape))
-            except ShapeError as e:
+                check_declared_array(node.output_shape, np.float64, "its output (one step of one sample)")
+            except (ShapeError, SnncError) as e:
                 raise IRError(name, f"({node.op.kind}) {e}") from None
         if len(still_pending) == len(pending):
             raise IRError(still_pending[0], "its shape cannot be inferred: no input reaches it from an Input node")
