@@ -14,6 +14,8 @@ from snnc.errors import ExportError, FrontendError
 from snnc.frontend.nir import from_nir, load_nir
 from snnc.runtime.simulator import Simulator
 
+from model_files import write_nir_tree
+
 FILES = [
     "01_lif/lif_norse.nir",
     "01_lif/lif_rockpool.nir",
@@ -42,21 +44,6 @@ def _original_node(graph: dict, name: str) -> dict:
         return graph["nodes"][name]
     outer, inner = name.split(".", 1)
     return _original_node(graph["nodes"][outer], inner)
-
-
-def _write_h5(path, node: dict) -> None:
-    """Write a hand-made NIR tree, for files that the ``nir`` classes would refuse to build."""
-    def put(group, tree):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                put(group.create_group(key), value)
-            elif key == "edges":
-                group[key] = np.array(value, dtype=h5py.string_dtype()).reshape(-1, 2)
-            else:
-                group[key] = value
-
-    with h5py.File(path, "w") as file:
-        put(file.create_group("node"), node)
 
 
 def _assert_same_graph(a: ir.Graph, b: ir.Graph) -> None:
@@ -210,7 +197,7 @@ def test_reset_comes_from_metadata_then_the_argument(nir_paper, tmp_path):
 
 
 def test_parameters_of_shape_one_broadcast_to_the_layer(tmp_path):
-    _write_h5(tmp_path / "g.nir", {
+    write_nir_tree(tmp_path / "g.nir", {
         "type": "NIRGraph", "edges": [("in", "lif"), ("lif", "out")],
         "nodes": {"in": {"type": "Input", "shape": np.array([3])},
                   "lif": {"type": "LIF", "tau": np.array([0.01]), "r": np.ones(3), "v_leak": np.array([0.5]),
@@ -341,7 +328,7 @@ def test_if_with_bias_export_is_refused():
 
 
 def test_unknown_node_type_is_refused(tmp_path):
-    _write_h5(tmp_path / "g.nir", {
+    write_nir_tree(tmp_path / "g.nir", {
         "type": "NIRGraph", "edges": [("in", "odd"), ("odd", "out")],
         "nodes": {"in": {"type": "Input", "shape": np.array([1])}, "odd": {"type": "Spline"},
                   "out": {"type": "Output", "shape": np.array([1])}},
@@ -385,7 +372,7 @@ def _subgraph_file(path, inner: list[str]) -> None:
     does not exist, as in the older subgraph layout."""
     li = {"type": "LI", "tau": np.ones(1), "r": np.ones(1), "v_leak": np.zeros(1)}
     port = {"shape": np.array([1])}
-    _write_h5(path, {
+    write_nir_tree(path, {
         "type": "NIRGraph", "edges": [("in", "sub"), ("sub", "out")],
         "nodes": {"in": {"type": "Input", **port}, "out": {"type": "Output", **port},
                   "sub": {"type": "NIRGraph", "edges": [("input", "neuron"), ("neuron", "output")],

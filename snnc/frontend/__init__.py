@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from pathlib import Path
 
-from snnc.errors import FrontendError
+from snnc.errors import FrontendError, IRError
 from snnc.ir import Graph, load, verify
 
 #: What ``load_model`` reads, by suffix.
@@ -18,6 +20,7 @@ def load_model(path: str | Path, dt: float | None = None, reset: str | None = No
     ``dt`` and ``reset`` apply to formats that do not store them (NIR; ``dt`` also to ONNX).
     """
     path = Path(path)
+    dt = time_step(dt, "dt")
     if not path.exists():
         raise FrontendError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -34,6 +37,25 @@ def load_model(path: str | Path, dt: float | None = None, reset: str | None = No
 
         return load_onnx(path, dt=dt)
     if suffix == ".snnir":
-        return verify(load(path))
+        return verified(load(path), str(path))
     raise FrontendError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; snnc reads "
                         + ", ".join(f"{k} ({v})" for k, v in FORMATS.items()))
+
+
+def time_step(value, where: str) -> float | None:
+    """``value`` as a time step in seconds (None stays None); anything but a finite number > 0 is
+    refused with an error that starts with ``where`` (the flag, argument or metadata that gave it)."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    shown = repr(value) if isinstance(value, (str, bytes)) else value
+    raise FrontendError(f"{where}={shown}: the time step must be a finite number of seconds > 0")
+
+
+def verified(graph: Graph, source: str) -> Graph:
+    """``verify(graph)``, its errors naming ``source``, the model the graph was read from."""
+    try:
+        return verify(graph)
+    except IRError as e:
+        raise FrontendError(f"{source}: {e}") from None

@@ -7,6 +7,12 @@ same dict, so both paths share one converter.
 
 NIR neurons are differential equations; the IR's are discrete. The conversion is forward Euler with
 the time step ``dt``, exactly as ``docs/semantics.md`` section 5 states.
+
+A file is read within snnc's memory budget: every dataset's declared shape and type is checked
+before its data is read, so a small file cannot ask for gigabytes, and nothing is read from other
+files (links, virtual or external datasets). Every field a converter uses is checked for its type
+(numbers where numbers are needed, whole numbers for sizes, finite values), and every error names
+the file, the node and the field.
 """
 
 from __future__ import annotations
@@ -21,13 +27,20 @@ import numpy as np
 
 from snnc import ir
 from snnc.errors import FrontendError
+from snnc.files import Budget, check_declared_array
+from snnc.frontend import time_step, verified
 from snnc.ir.graph import DEFAULT_DT
-from snnc.ir.ops import RESET_MODES, Shape
+from snnc.ir.ops import RESET_MODES, Shape, ShapeError, whole_numbers
 
 if TYPE_CHECKING:
     import nir
 
 _PORTS = ("Input", "Output")
+#: How deep HDF5 groups may nest. A subgraph takes two levels (its node and its 'nodes'), so this
+#: allows subgraphs 30 deep; deeper files are refused before they exhaust Python's stack.
+MAX_GROUP_DEPTH = 64
+#: Errors that h5py raises for a file whose HDF5 structures are damaged, and that decoding text raises.
+_UNREADABLE = (OSError, KeyError, ValueError, RuntimeError, TypeError)
 
 
 def load_nir(path: str | Path, dt: float | None = None, reset: str | None = None) -> ir.Graph:
@@ -38,11 +51,13 @@ def load_nir(path: str | Path, dt: float | None = None, reset: str | None = None
     """
     try:
         with h5py.File(path, "r") as file:
-            if not isinstance(file.get("node"), h5py.Group):
+            if "node" not in file:
                 raise FrontendError(f"{path}: not a NIR file (it has no 'node' group)")
-            document = _read_group(file["node"])
-    except OSError as e:
-        raise FrontendError(f"{path}: not a readable NIR (HDF5) file ({e})") from None
+            document = _Reader(str(path)).read(file, "node", depth=1)
+    except _UNREADABLE as e:
+        raise FrontendError(f"{path}: not a readable NIR (HDF5) file ({type(e).__name__}: {e})") from None
+    if not isinstance(document, dict):
+        raise FrontendError(f"{path}: not a NIR file (its 'node' is a dataset, not a group)")
     return _convert(document, str(path), Path(path).stem, dt, reset)
 
 
@@ -54,9 +69,51 @@ def from_nir(nir_graph: nir.NIRGraph, dt: float | None = None, reset: str | None
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_group(group: h5py.Group) -> dict:
-    return {key: _read_group(item) if isinstance(item, h5py.Group) else _decode(item[()])
-            for key, item in group.items()}
+class _Reader:
+    """Reads a NIR file's groups into nested dicts, within one memory budget for the whole file."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.budget = Budget()
+
+    def read(self, group: h5py.Group, key: str, depth: int):
+        """The member ``key`` of ``group``: a dict for a group, the value for a dataset."""
+        where = f"{self.source}: {_describe(group.name.rstrip('/') + '/' + key)}"
+        link = group.get(key, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise FrontendError(f"{where}: is a {type(link).__name__}; snnc reads NIR files that hold their data "
+                                "themselves")
+        item = group[key]
+        if isinstance(item, h5py.Dataset):
+            return self.dataset(item, where)
+        if depth >= MAX_GROUP_DEPTH:
+            raise FrontendError(f"{where}: groups nest deeper than {MAX_GROUP_DEPTH} levels; snnc reads subgraphs "
+                                f"nested at most {MAX_GROUP_DEPTH // 2 - 2} deep")
+        return {name: self.read(item, name, depth + 1) for name in item}
+
+    def dataset(self, item: h5py.Dataset, where: str):
+        if item.shape is None:
+            raise FrontendError(f"{where}: holds no value (an empty dataspace)")
+        if item.is_virtual or item.id.get_create_plist().get_external_count():
+            raise FrontendError(f"{where}: its data lies in other files; snnc reads NIR files that hold their "
+                                "data themselves")
+        if h5py.check_string_dtype(item.dtype) is not None:  # names, types and modes: their bytes count
+            check_declared_array((*item.shape, item.dtype.itemsize), np.uint8, where, self.budget)
+        else:
+            check_declared_array(item.shape, item.dtype, where, self.budget)
+        return _decode(item[()])
+
+
+def _describe(name: str) -> str:
+    """An HDF5 path of a NIR file as its node and field: '/node/nodes/sub/nodes/lif/tau' is
+    "node 'sub.lif', field 'tau'"."""
+    parts = name.strip("/").split("/")[1:]
+    nodes = []
+    while len(parts) >= 2 and parts[0] == "nodes":
+        nodes.append(parts[1])
+        parts = parts[2:]
+    where = f"node {'.'.join(nodes)!r}" if nodes else "the graph"
+    return f"{where}, field {'/'.join(parts)!r}" if parts else where
 
 
 def _decode(value):
@@ -86,14 +143,19 @@ def _flatten(graph: dict, prefix: str, source: str) -> tuple[dict[str, dict], li
     exits: dict[str, list[str]] = {}  # subgraph name -> the inner nodes its outgoing edges leave
     for name, node in graph["nodes"].items():
         if _type(node, prefix + name, source) != "NIRGraph":
-            nodes[prefix + name] = node
-            continue
-        inner_nodes, inner_edges = _flatten(node, f"{prefix}{name}.", source)
-        ports = {n for n, d in inner_nodes.items() if d["type"] in _PORTS}
-        entries[name] = [t for s, t in inner_edges if inner_nodes[s]["type"] == "Input"]
-        exits[name] = [s for s, t in inner_edges if inner_nodes[t]["type"] == "Output"]
-        nodes.update((n, d) for n, d in inner_nodes.items() if n not in ports)
-        edges += [(s, t) for s, t in inner_edges if s not in ports and t not in ports]
+            new = {prefix + name: node}
+        else:
+            inner_nodes, inner_edges = _flatten(node, f"{prefix}{name}.", source)
+            ports = {n for n, d in inner_nodes.items() if d["type"] in _PORTS}
+            entries[name] = [t for s, t in inner_edges if inner_nodes[s]["type"] == "Input"]
+            exits[name] = [s for s, t in inner_edges if inner_nodes[t]["type"] == "Output"]
+            new = {n: d for n, d in inner_nodes.items() if n not in ports}
+            edges += [(s, t) for s, t in inner_edges if s not in ports and t not in ports]
+        clashes = sorted(new.keys() & nodes.keys())
+        if clashes:
+            raise FrontendError(f"{source}: two nodes are named {clashes[0]!r}: a subgraph's node and a node whose "
+                                "name holds the subgraph's and a dot")
+        nodes.update(new)
     for s, t in _edges(graph, prefix, source):
         edges += [(a, b) for a in exits.get(s, [prefix + s]) for b in entries.get(t, [prefix + t])]
     return nodes, edges
@@ -107,7 +169,12 @@ def _edges(graph: dict, prefix: str, source: str) -> list[tuple[str, str]]:
     names.
     """
     nodes = graph["nodes"]
-    edges = [(str(s), str(t)) for s, t in np.asarray(graph.get("edges", []), dtype=object).reshape(-1, 2)]
+    where = f" of subgraph {prefix[:-1]!r}" if prefix else ""
+    pairs = graph.get("edges", [])
+    array = np.asarray(pairs, dtype=object) if not isinstance(pairs, (dict, str)) else np.array([None])
+    if array.size % 2 or not all(isinstance(n, str) for n in array.ravel()):
+        raise FrontendError(f"{source}: the field 'edges'{where} must be pairs of node names, got {pairs!r:.80}")
+    edges = [(s, t) for s, t in array.reshape(-1, 2)]
     named = {n for edge in edges for n in edge}
     unnamed = [n for n in nodes if n not in named and nodes[n].get("type") not in _PORTS]
 
@@ -129,7 +196,9 @@ def _edges(graph: dict, prefix: str, source: str) -> list[tuple[str, str]]:
 def _type(node, name: str, source: str) -> str:
     if not isinstance(node, dict) or "type" not in node:
         raise FrontendError(f"{source}: node {name!r} has no NIR type")
-    return str(node["type"])
+    if not isinstance(node["type"], str):
+        raise FrontendError(f"{source}: node {name!r}: its field 'type' must be a string, got {node['type']!r:.60}")
+    return node["type"]
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -138,26 +207,43 @@ def _type(node, name: str, source: str) -> str:
 def _convert(document: dict, source: str, name: str, dt: float | None, reset: str | None) -> ir.Graph:
     if reset is not None and reset not in RESET_MODES:
         raise FrontendError(f"reset must be one of {RESET_MODES}, got {reset!r}")
+    dt = time_step(dt, "dt")
     if dt is None:
-        dt = document.get("metadata", {}).get("dt", DEFAULT_DT)
+        dt = time_step(_scalar(_metadata(document, source, "the graph").get("dt", DEFAULT_DT)),
+                       f"{source}: the graph's metadata dt")
     nodes, edges = _flatten(document, "", source)
-    graph = ir.Graph(dt=float(dt), name=name)
+    graph = ir.Graph(dt=dt, name=name)
     pending: list[_PendingConv] = []
     for node_name, fields in nodes.items():
         node = _Node(source, node_name, fields, graph.dt, reset)
         if node.type not in _CONVERTERS:
             raise node.error(f"unsupported NIR type; supported: {', '.join(sorted([*_CONVERTERS, 'NIRGraph']))}")
-        op = _CONVERTERS[node.type](node)
+        try:
+            op = _CONVERTERS[node.type](node)
+        except ShapeError as e:  # a parameter that the operation refuses, as it names it
+            raise node.error(str(e)) from None
         graph.add(node_name, op)
         if isinstance(op, _PendingConv):
             pending.append(op)
     for s, t in edges:
         graph.connect(s, t)
     if pending:
-        ir.verify(graph)  # the first shape pass: each pending convolution learns its input size
+        verified(graph, source)  # the first shape pass: each pending convolution learns its input size
         for op in pending:
             graph[op.node.name].op = op.conv
-    return ir.verify(graph).sort()
+    return verified(graph, source).sort()
+
+
+def _metadata(fields: dict, source: str, where: str) -> dict:
+    metadata = fields.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise FrontendError(f"{source}: {where}: its field 'metadata' must be a group, got {metadata!s:.60}")
+    return metadata
+
+
+def _scalar(value):
+    """A number stored as an array of one element, as the number."""
+    return value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
 
 
 @dataclass
@@ -183,13 +269,19 @@ class _Node:
         return self.fields[key]
 
     def array(self, key: str) -> np.ndarray:
-        return np.asarray(self.require(key))
+        return self.numbers(key, self.require(key))
 
     def optional_array(self, key: str) -> np.ndarray | None:
-        return None if self.fields.get(key) is None else np.asarray(self.fields[key])
+        return None if self.fields.get(key) is None else self.numbers(key, self.fields[key])
 
-    def ints(self, key: str, default: int) -> tuple[int, ...]:
-        return tuple(int(v) for v in np.atleast_1d(np.asarray(self.fields.get(key, default))).ravel())
+    def numbers(self, key: str, value) -> np.ndarray:
+        """``value``, the field ``key``, as an array of finite real numbers."""
+        array = np.asarray(value) if not isinstance(value, dict) else None
+        if array is None or array.dtype.kind not in "biuf":
+            raise self.error(f"field {key!r} must hold numbers, got {'a group' if array is None else array.dtype}")
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise self.error(f"field {key!r} holds NaN or infinite values; give finite numbers")
+        return array
 
     def neuron(self, *required: str, **defaults: float) -> dict[str, np.ndarray]:
         """The neuron's parameters as float64 arrays of one common shape.
@@ -197,19 +289,23 @@ class _Node:
         Exporters write some parameters with shape (1,) beside full-shape ones; broadcasting them
         all together gives the IR the per-neuron (or all-scalar) parameters it requires.
         """
-        values = {key: self.require(key) for key in required}
-        values.update((key, self.fields.get(key, default)) for key, default in defaults.items())
+        values = {key: self.array(key) for key in required}
+        values.update((key, self.numbers(key, self.fields.get(key, default))) for key, default in defaults.items())
         try:
-            arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in values.values()))
+            shape = np.broadcast_shapes(*(v.shape for v in values.values()))
         except ValueError:
-            shapes = {key: np.shape(v) for key, v in values.items()}
+            shapes = {key: v.shape for key, v in values.items()}
             raise self.error(f"parameter shapes {shapes} do not broadcast to one shape") from None
-        return {key: array.copy() for key, array in zip(values, arrays)}
+        budget = Budget()  # parameters of shapes (n,) and (n, 1) would broadcast to n * n each
+        for key in values:
+            check_declared_array(shape, np.float64, f"{self.source}: node {self.name!r} ({self.type}): its "
+                                                    f"parameter {key!r} broadcast to the shape of the others", budget)
+        return {key: np.broadcast_to(v.astype(np.float64), shape).copy() for key, v in values.items()}
 
     def reset_mode(self) -> str:
         """NIR has no reset mode: our exporter records one in metadata, else the caller chooses."""
-        mode = str(self.fields.get("metadata", {}).get("reset", self.reset or "value"))
-        if mode not in RESET_MODES:
+        mode = _metadata(self.fields, self.source, f"node {self.name!r}").get("reset", self.reset or "value")
+        if not isinstance(mode, str) or mode not in RESET_MODES:
             raise self.error(f"metadata reset={mode!r} is not one of {RESET_MODES}")
         return mode
 
@@ -217,8 +313,10 @@ class _Node:
 def _input(node: _Node) -> ir.Input:
     shape = node.fields["shape"] if "shape" in node.fields else node.require("input_type")
     if isinstance(shape, dict):  # the older in-memory layout {"input": shape}
+        if "input" not in shape:
+            raise node.error("its field 'input_type' has no 'input'")
         shape = shape["input"]
-    return ir.Input(shape=tuple(np.atleast_1d(np.asarray(shape)).tolist()))
+    return ir.Input(shape=shape)
 
 
 def _weight(node: _Node) -> np.ndarray:
@@ -274,20 +372,20 @@ def _conv(cls: type[ir.Conv1d] | type[ir.Conv2d]) -> Callable[[_Node], ir.Op]:
         named = isinstance(padding, str)
         if named and padding not in ("same", "valid"):
             raise node.error(f"padding must be integers, 'same' or 'valid', got {padding!r}")
-        conv = cls(weight=node.array("weight"), bias=node.optional_array("bias"), stride=node.ints("stride", 1),
-                   padding=0 if named else node.ints("padding", 0), dilation=node.ints("dilation", 1),
-                   groups=int(node.fields.get("groups", 1)))
+        conv = cls(weight=node.array("weight"), bias=node.optional_array("bias"), stride=node.fields.get("stride", 1),
+                   padding=0 if named else padding, dilation=node.fields.get("dilation", 1),
+                   groups=node.fields.get("groups", 1))
         if named and padding == "same":
             size = node.fields.get("input_shape")
             if size is None:
                 return _PendingConv(conv=conv, node=node)
-            conv.padding = _same_padding(node, conv, tuple(np.atleast_1d(np.asarray(size)).tolist()))
+            conv.padding = _same_padding(node, conv, whole_numbers(size, "input_shape"))
         return conv
     return convert
 
 
 def _pool(cls: type[ir.SumPool2d] | type[ir.AvgPool2d]) -> Callable[[_Node], ir.Op]:
-    return lambda node: cls(kernel_size=node.array("kernel_size"), stride=node.array("stride"),
+    return lambda node: cls(kernel_size=node.require("kernel_size"), stride=node.require("stride"),
                             padding=node.fields.get("padding", 0))
 
 
