@@ -18,34 +18,60 @@ Synapses (Gemm, MatMul, Conv), pooling and shape operations become IR operations
 BatchNormalization, or a multiplication and addition by constants, right after a synapse is folded
 into its weights. Anything else is refused with an error that names the node and the operator and
 lists what is supported.
+
+A model is read within snnc's memory budget: every tensor's declared size is checked before its
+data is converted, and every operation on constants before it runs, from the sizes ONNX's shape
+inference gives it. External data, opsets the importer was not written for, operators of other
+domains and malformed ``snnc.*`` metadata are refused with the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, defs, helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
 from snnc import ir
-from snnc.errors import FrontendError
+from snnc.errors import FrontendError, SnncError
+from snnc.files import Budget, check_declared_array
+from snnc.frontend import time_step, verified
 from snnc.ir.graph import DEFAULT_DT
+from snnc.ir.serialize import decode_arrays
 
 #: snnc's operator domain: every IR operation by its name, parameters as attributes.
 DOMAIN = "ai.snnc"
 #: Model metadata that snnc writes: the time step, the number of state inputs, the graph's metadata.
 META_DT, META_STATES, META_GRAPH = "snnc.dt", "snnc.states", "snnc.metadata"
+#: Model metadata that ``snnc.export`` writes for annotated nodes: JSON of the annotations by node
+#: name as ``serialize.encode_arrays`` encodes them, with the initializers that hold the arrays.
+META_ANNOTATIONS = "snnc.annotations"
+#: The version of the ai.snnc domain that ``snnc.export`` writes and this importer reads.
+DOMAIN_VERSION = 1
+#: The standard opsets read: from 13, where Squeeze, Unsqueeze and Split take their axes as inputs,
+#: to 25. The operators interpreted here keep their inputs and attributes through 25 (onnx.defs);
+#: operations on constants run in ONNX's reference evaluator at the model's own opset.
+OPSETS = range(13, 26)
+#: Tensor element types read: those numpy computes with. Strings, complex numbers, bfloat16 and the
+#: 8- and 4-bit float and integer types are refused by name.
+TENSOR_TYPES = {getattr(TensorProto, name): name for name in (
+    "FLOAT", "DOUBLE", "FLOAT16", "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")}
+_TENSOR_ATTRIBUTES = (onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS)
+#: Tensors of shape-like values (a Reshape's shape, a Slice's bounds) at most this long are shown to
+#: shape inference, which then knows the size of what an operation on constants would compute.
+_SHAPE_VALUES = 1024
 
 
 def load_onnx(path: str | Path, dt: float | None = None, states: int | None = None) -> ir.Graph:
     """Import the ONNX file at ``path``; ``dt`` and ``states`` as for ``from_onnx``."""
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)  # external data is refused by name below
     except Exception as e:  # onnx raises DecodeError, OSError and others for files that are not ONNX
         raise FrontendError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
     return from_onnx(model, str(path), dt, states, name=Path(path).stem)
@@ -61,11 +87,75 @@ def from_onnx(model: onnx.ModelProto, source: str = "<onnx>", dt: float | None =
     model's ``snnc.states`` metadata, else one fewer than the smaller of the input and output counts.
     """
     meta = {p.key: p.value for p in model.metadata_props}
-    graph = ir.Graph(dt=float(dt if dt is not None else meta.get(META_DT, DEFAULT_DT)),
-                     name=model.graph.name or name, metadata=json.loads(meta.get(META_GRAPH, "{}")))
+    opset = _opset(model, source)
+    dt = time_step(dt, "dt")
+    if dt is None:
+        dt = time_step(_number(meta, META_DT, float, source, DEFAULT_DT), f"{source}: metadata {META_DT}")
+    metadata = _json(meta, META_GRAPH, source, {})
+    if not isinstance(metadata, dict):
+        raise FrontendError(f"{source}: metadata {META_GRAPH} must be a JSON object, got {type(metadata).__name__}")
+    graph = ir.Graph(dt=dt, name=model.graph.name or name, metadata=metadata)
     if states is None:
-        states = int(meta.get(META_STATES, max(0, min(len(model.graph.input), len(model.graph.output)) - 1)))
-    return _Importer(model.graph, source, graph, states).run()
+        states = _number(meta, META_STATES, int, source, max(0, min(len(model.graph.input), len(model.graph.output)) - 1))
+    importer = _Importer(model.graph, source, graph, states, opset)
+    return _annotated(importer.run(), _json(meta, META_ANNOTATIONS, source, None), importer.values, source)
+
+
+def _opset(model: onnx.ModelProto, source: str) -> int:
+    """The model's standard opset, after checking it and ai.snnc's version are ones this importer reads."""
+    versions = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
+    if versions.get(DOMAIN, DOMAIN_VERSION) != DOMAIN_VERSION:
+        raise FrontendError(f"{source}: opset {DOMAIN} version {versions[DOMAIN]} is not read; snnc reads version "
+                            f"{DOMAIN_VERSION}, which snnc.export writes")
+    opset = versions.get("ai.onnx")
+    if opset not in OPSETS:
+        given = "declares no standard opset" if opset is None else f"uses ONNX opset {opset}"
+        raise FrontendError(f"{source}: {given}; snnc reads opsets {OPSETS[0]} to {OPSETS[-1]} (re-export the "
+                            "model with one of them)")
+    return opset
+
+
+def _number(meta: dict, key: str, kind: type, source: str, default):
+    """The ``snnc.*`` metadata ``key`` read as ``kind`` (float or int), ``default`` when absent."""
+    if key not in meta:
+        return default
+    try:
+        return kind(meta[key])
+    except ValueError:
+        what = "a number" if kind is float else "a whole number"
+        raise FrontendError(f"{source}: metadata {key}={meta[key]!r:.60} is not {what}") from None
+
+
+def _json(meta: dict, key: str, source: str, default):
+    """The ``snnc.*`` metadata ``key`` parsed as JSON, ``default`` when absent."""
+    if key not in meta:
+        return default
+    try:
+        return json.loads(meta[key])
+    except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser's stack
+        raise FrontendError(f"{source}: metadata {key} is not valid JSON ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())}); it is written by snnc.export") from None
+
+
+def _annotated(graph: ir.Graph, document, tensors: dict, source: str) -> ir.Graph:
+    """``graph`` with the node annotations of the ``snnc.annotations`` metadata, if the model has it."""
+    if document is None:
+        return graph
+    where = f"{source}: metadata {META_ANNOTATIONS}"
+    try:
+        arrays = [tensors[name] for name in document["arrays"]]
+        if not all(isinstance(array, np.ndarray) for array in arrays):
+            raise ValueError("its arrays must name initializers")
+        nodes = decode_arrays(document["nodes"], arrays, where)
+        if not all(isinstance(value, dict) for value in nodes.values()):
+            raise ValueError("each node's annotations must be an object")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise FrontendError(f"{where}: malformed ({type(e).__name__}: {e}); it is written by snnc.export") from None
+    for name, annotations in nodes.items():
+        if name not in graph.nodes:
+            raise FrontendError(f"{where}: annotates node {name!r}, which the graph does not have")
+        graph[name].annotations = annotations
+    return graph
 
 
 # ----------------------------------------------------------------------------- symbolic values
@@ -94,7 +184,7 @@ class _Expr:
 
     @staticmethod
     def symbol(name: str, shape: tuple[int, ...]) -> _Expr:
-        return _Expr(tuple(shape), {frozenset(): {name: np.ones(())}})
+        return _Expr(_broadcast(tuple(shape)), {frozenset(): {name: np.ones(())}})
 
     def pruned(self) -> _Expr:
         terms = {}
@@ -105,12 +195,13 @@ class _Expr:
         return _Expr(self.shape, terms)
 
     def __add__(self, other: _Expr) -> _Expr:
+        shape = _broadcast(self.shape, other.shape)  # first: it bounds the sums of coefficients below
         terms = {m: dict(f) for m, f in self.terms.items()}
         for monomial, form in other.terms.items():
             target = terms.setdefault(monomial, {})
             for key, value in form.items():
                 target[key] = target[key] + value if key in target else value
-        return _Expr(_broadcast(self.shape, other.shape), terms).pruned()
+        return _Expr(shape, terms).pruned()
 
     def scaled(self, factor: np.ndarray) -> _Expr:
         factor = np.asarray(factor, dtype=np.float64)
@@ -208,16 +299,26 @@ class _Neuron:
     feedback: list[tuple[str, np.ndarray, bool]] = field(default_factory=list)  # (suffix, weight, two steps)
 
 
-def _layer_name(node: onnx.NodeProto) -> str:
-    """The PyTorch module a node came from, where the exporter says (dynamo's name scopes, the legacy
-    exporter's ``/fc1/Gemm``), else the node's name: IR nodes then carry the model's layer names."""
-    scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
-    parts = [s for s in ast.literal_eval(scopes)[:-1] if s] if scopes else node.name.split("/")[1:-1]
-    return ".".join(parts) or node.name or node.output[0]
+#: Node metadata in which dynamo's exporter records the module path of a node.
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def _type_name(code: int) -> str:
+    try:
+        return TensorProto.DataType.Name(code)
+    except ValueError:
+        return f"number {code}"
 
 
 def _broadcast(*shapes) -> tuple[int, ...]:
-    return tuple(np.broadcast_shapes(*shapes))
+    """The shape of a value computed from values of ``shapes``; a ``ValueError`` when they do not
+    broadcast or when it would not fit snnc's memory budget (coefficient arrays take its shape)."""
+    shape = tuple(np.broadcast_shapes(*shapes))
+    try:
+        check_declared_array(shape, np.float64, "the values it computes")
+    except SnncError as e:
+        raise ValueError(str(e)) from None
+    return shape
 
 
 def _core(shape) -> tuple[int, ...]:
@@ -241,8 +342,9 @@ _LAYERS = ("Gemm", "MatMul", "Conv", "AveragePool", "MaxPool", "Concat")
 
 
 class _Importer:
-    def __init__(self, onnx_graph: onnx.GraphProto, source: str, graph: ir.Graph, states: int):
-        self.onnx, self.source, self.graph = onnx_graph, source, graph
+    def __init__(self, onnx_graph: onnx.GraphProto, source: str, graph: ir.Graph, states: int, opset: int):
+        self.onnx, self.source, self.graph, self.opset = onnx_graph, source, graph, opset
+        self.budget = Budget()  # what the model's tensors and computed constants may take in all
         self.values: dict[str, np.ndarray | _Expr] = {}
         self.indicators: list[_Indicator] = []
         self.layers: dict[str, _Layer] = {}
@@ -266,13 +368,14 @@ class _Importer:
     # -- errors
 
     def error(self, node: onnx.NodeProto, message: str) -> FrontendError:
-        return FrontendError(f"{self.source}: node {(node.name or node.output[0])!r} ({node.op_type}): {message}")
+        name = node.name or next(iter(node.output), "")
+        return FrontendError(f"{self.source}: node {name!r} ({node.op_type}): {message}")
 
     # -- phase 1: interpret the graph
 
     def run(self) -> ir.Graph:
         for tensor in self.onnx.initializer:
-            self.values[tensor.name] = numpy_helper.to_array(tensor)
+            self.values[tensor.name] = self._tensor(tensor, f"initializer {tensor.name!r}")
         for value in (*self.network_inputs, *self.state_inputs):
             shape = self._shape(value)
             self.values[value.name] = _Expr.symbol(value.name, shape)
@@ -284,10 +387,34 @@ class _Importer:
         return self._build(neurons)
 
     def _shape(self, value: onnx.ValueInfoProto) -> tuple[int, ...]:
-        dims = value.type.tensor_type.shape.dim
-        if not dims:
-            raise FrontendError(f"{self.source}: input {value.name!r} has no shape; export with a fixed input shape")
-        return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)  # a named (batch) size: one
+        where = f"{self.source}: input {value.name!r}"
+        tensor = value.type.tensor_type
+        if tensor.elem_type not in TENSOR_TYPES:
+            raise FrontendError(f"{where}: element type {_type_name(tensor.elem_type)} is not read; give one of "
+                                + ", ".join(TENSOR_TYPES.values()))
+        if not tensor.shape.dim:
+            raise FrontendError(f"{where} has no shape; export with a fixed input shape")
+        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim)  # a named (batch) size: one
+        if min(shape) < 1:
+            raise FrontendError(f"{where}: shape {shape} must have sizes >= 1")
+        check_declared_array(shape, np.float64, where)
+        return shape
+
+    def _tensor(self, tensor: onnx.TensorProto, what: str) -> np.ndarray:
+        """A tensor's array, after checking its element type, its declared size against the budget
+        and that its data is in the model (external data would read other files)."""
+        where = f"{self.source}: {what}"
+        if tensor.data_location == TensorProto.EXTERNAL:
+            raise FrontendError(f"{where}: its data is stored outside the model (external data); save the model "
+                                "with its tensors inside")
+        if tensor.data_type not in TENSOR_TYPES:
+            raise FrontendError(f"{where}: element type {_type_name(tensor.data_type)} is not read; give one of "
+                                + ", ".join(TENSOR_TYPES.values()))
+        check_declared_array(tuple(tensor.dims), helper.tensor_dtype_to_np_dtype(tensor.data_type), where, self.budget)
+        try:
+            return numpy_helper.to_array(tensor)
+        except ValueError as e:  # the data holds more or fewer values than the dimensions declare
+            raise FrontendError(f"{where}: its data does not match its dims {list(tensor.dims)} ({e})") from None
 
     def _add(self, name: str, op: ir.Op) -> str:
         """Add an IR node under ``name``, or ``name.1``, ``name.2``, ... if that is taken; returns the name."""
@@ -298,37 +425,89 @@ class _Importer:
         self.graph.add(unique, op)
         return unique
 
+    def _layer_name(self, node: onnx.NodeProto) -> str:
+        """The PyTorch module a node came from, where the exporter says (dynamo's name scopes, the legacy
+        exporter's ``/fc1/Gemm``), else the node's name: IR nodes then carry the model's layer names."""
+        scopes = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None)
+        parts = [s for s in self._name_scopes(node, scopes)[:-1] if s] if scopes else node.name.split("/")[1:-1]
+        return ".".join(parts) or node.name or node.output[0]
+
+    def _name_scopes(self, node: onnx.NodeProto, text: str) -> list[str]:
+        """The module path in ``NAME_SCOPES``: a Python list of strings, read as a literal."""
+        try:
+            scopes = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # what Python's parser raises
+            scopes = None
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise self.error(node, f"its metadata {NAME_SCOPES} is not a list of module names: {text!r:.60}")
+        return scopes
+
     def _interpret(self, node: onnx.NodeProto) -> None:
+        if node.domain not in ("", DOMAIN):
+            raise self.error(node, f"operator domain {node.domain!r} is not read; snnc reads standard ONNX "
+                                   f"operators and the {DOMAIN} domain")
+        missing = [name for name in node.input if name and name not in self.values]
+        if missing:
+            raise self.error(node, f"its input {missing[0]!r} is no graph input, initializer or output of an "
+                                   "earlier node")
+        for attribute in node.attribute:
+            for tensor in (attribute.t, *attribute.tensors) if attribute.type in _TENSOR_ATTRIBUTES else ():
+                self._tensor(tensor, f"node {node.name or node.output[0]!r} attribute {attribute.name!r}")
         args = [self.values[name] if name else None for name in node.input]
-        if node.domain == DOMAIN:
-            outputs = [self._snnc_op(node, args)]
-        elif not any(isinstance(a, _Expr) for a in args):  # Constant, and arithmetic on parameters
-            try:
-                outputs = ReferenceEvaluator(node).run(None, {n: a for n, a in zip(node.input, args) if n})
-            except Exception as e:
-                raise self.error(node, f"cannot evaluate this operation on constants ({e})") from None
-        elif node.op_type == "Shape":
-            outputs = [np.array(args[0].shape, dtype=np.int64)]
-        elif node.op_type in _ELEMENTWISE:
-            try:
-                outputs = [self._elementwise(node, args)]
-            except _Nonlinear:
-                raise self.error(node, "multiplies two signals; only products with constants or spikes are "
-                                       "supported") from None
-        elif node.op_type in _LAYOUT:
-            outputs = self._layout(node, args)
-        elif node.op_type in _LAYERS:
-            try:
-                outputs = [self._layer(node, args)]
-            except ir.ops.ShapeError as e:
-                raise self.error(node, str(e)) from None
-        else:
-            raise self.error(node, "unsupported ONNX operator; supported: "
-                             + ", ".join(sorted({*_ELEMENTWISE, *_LAYOUT, *_LAYERS, "Constant", "Shape"}))
-                             + f", and the {DOMAIN} operators " + ", ".join(sorted(set(ir.OPS) - {"Input", "Output"})))
+        try:
+            outputs = self._outputs(node, args)
+        except _Nonlinear:
+            raise self.error(node, "multiplies two signals; only products with constants or spikes are "
+                                   "supported") from None
+        except ir.ops.ShapeError as e:
+            raise self.error(node, str(e)) from None
+        except ValueError as e:  # numpy refusing shapes that do not broadcast, or _broadcast's budget
+            raise self.error(node, f"cannot compute its output ({' '.join(str(e).split())})") from None
         for name, value in zip(node.output, outputs):
             if name:
                 self.values[name] = value
+
+    def _outputs(self, node: onnx.NodeProto, args: list) -> list:
+        if node.domain == DOMAIN:
+            return [self._snnc_op(node, args)]
+        if not any(isinstance(a, _Expr) for a in args):  # Constant, and arithmetic on parameters
+            return self._evaluate(node, args, self.budget)
+        if node.op_type == "Shape":
+            attrs = {a.name: a.i for a in node.attribute}
+            return [np.array(args[0].shape[attrs.get("start", 0):attrs.get("end")], dtype=np.int64)]
+        if node.op_type in _ELEMENTWISE:
+            return [self._elementwise(node, args)]
+        if node.op_type in _LAYOUT:
+            return self._layout(node, args)
+        if node.op_type in _LAYERS:
+            return [self._layer(node, args)]
+        raise self.error(node, "unsupported ONNX operator; supported: "
+                         + ", ".join(sorted({*_ELEMENTWISE, *_LAYOUT, *_LAYERS, "Constant", "Shape"}))
+                         + f", and the {DOMAIN} operators " + ", ".join(sorted(set(ir.OPS) - {"Input", "Output"})))
+
+    def _evaluate(self, node: onnx.NodeProto, args: list, budget: Budget) -> list[np.ndarray]:
+        """Run an operation on constants, once shape inference has bounded what it computes by ``budget``."""
+        feeds = {n: a for n, a in zip(node.input, args) if n}
+        try:
+            schema = defs.get_schema(node.op_type, self.opset, node.domain)
+            types = {n: helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                     for n, a in feeds.items()}
+            data = {n: numpy_helper.from_array(a, n) for n, a in feeds.items()
+                    if a.dtype.kind in "iu" and a.size <= _SHAPE_VALUES}
+            inferred = shape_inference.infer_node_outputs(schema, node, types, data)
+        except Exception as e:  # onnx raises many types for a node its schema does not fit
+            raise self.error(node, f"cannot evaluate this operation on constants ({type(e).__name__}: {e})") from None
+        for name in filter(None, node.output):
+            tensor = inferred.get(name, onnx.TypeProto()).tensor_type
+            if not tensor.HasField("shape") or not all(d.HasField("dim_value") for d in tensor.shape.dim):
+                raise self.error(node, "the size of what it computes on constants is unknown before it runs, so "
+                                       "snnc does not run it")
+            check_declared_array(tuple(d.dim_value for d in tensor.shape.dim), np.float64,
+                                 f"{self.source}: node {node.name or name!r} ({node.op_type}) output {name!r}", budget)
+        try:
+            return ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
+        except Exception as e:  # the reference evaluator raises whatever its numpy code meets
+            raise self.error(node, f"cannot evaluate this operation on constants ({e})") from None
 
     @staticmethod
     def _expr(value) -> _Expr:
@@ -353,7 +532,7 @@ class _Importer:
             if known.strict == strict and known.expr.same(expr):
                 break
         else:
-            self.indicators.append(_Indicator(expr, strict, _layer_name(node)))
+            self.indicators.append(_Indicator(expr, strict, self._layer_name(node)))
             i = len(self.indicators) - 1
         return _Expr(expr.shape, {frozenset([i]): {None: np.ones(())}})
 
@@ -362,9 +541,14 @@ class _Importer:
         if op in ("Cast", "Identity", "Dropout"):  # value-preserving for spikes and states (Dropout: inference)
             return args[0]
         if op == "BatchNormalization":
+            if any(a.name == "training_mode" and a.i for a in node.attribute):
+                raise self.error(node, "training_mode=1 normalizes by each batch's statistics; export the model "
+                                       "in eval mode")
             x, scale, bias, mean, var = args[:5]
             epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
             scale, bias, mean, var = (np.asarray(a, np.float64) for a in (scale, bias, mean, var))
+            if not np.all(var + epsilon > 0):
+                raise self.error(node, "its variance plus epsilon must be > 0")
             factor = scale / np.sqrt(var + epsilon)
             per_channel = (-1, *[1] * (len(x.shape) - 2))
             return self._affine_op(node, x, factor.reshape(per_channel), (bias - mean * factor).reshape(per_channel))
@@ -439,8 +623,8 @@ class _Importer:
         x = args[0]
         if not isinstance(x, _Expr) or any(isinstance(a, _Expr) for a in args[1:]):
             raise self.error(node, "reshapes a signal by a computed shape; export with fixed shapes")
-        feeds = {n: a for n, a in zip(node.input, [np.zeros(x.shape, np.float32), *args[1:]]) if n}
-        shapes = [y.shape for y in ReferenceEvaluator(node).run(None, feeds)]
+        # the result is only measured, so it takes a budget of its own
+        shapes = [y.shape for y in self._evaluate(node, [np.zeros(x.shape, np.float32), *args[1:]], Budget())]
         if all(_core(shape) == _core(x.shape) and int(np.prod(shape)) == int(np.prod(x.shape)) for shape in shapes):
             return [x.relabelled(shape) for shape in shapes]
         (shape,) = shapes if len(shapes) == 1 else [()]
@@ -451,7 +635,7 @@ class _Importer:
 
     def _new_layer(self, node: onnx.NodeProto, op: ir.Op, inputs: list[_Expr], shape, name: str = "") -> _Expr:
         """A node that becomes one IR node; its output is a new symbol named after the layer."""
-        name = name or _layer_name(node)
+        name = name or self._layer_name(node)
         while name in self.layers or name in self.values:
             name += "_"
         self.layers[name] = _Layer(name, op, inputs, node.output[0])
@@ -492,6 +676,7 @@ class _Importer:
         op = cls(weight=weight, bias=None if len(args) < 3 or args[2] is None else np.asarray(args[2], np.float64),
                  stride=attrs.get("strides", [1] * n), padding=pads, dilation=attrs.get("dilations", [1] * n),
                  groups=attrs.get("group", 1))
+        op.validate()  # before its output shape divides by the stride
         return self._new_layer(node, op, [x], (x.shape[0], *op.output_shape(x.shape[1:])))
 
     def _pads(self, node, attrs, n: int) -> tuple[int, ...]:
@@ -503,7 +688,7 @@ class _Importer:
         return tuple(pads[:n])
 
     def _pool(self, node, attrs, x: _Expr) -> _Expr:
-        kernel = tuple(attrs["kernel_shape"])
+        kernel = tuple(attrs.get("kernel_shape", ()))
         if len(kernel) != 2 or attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", [1, 1])):
             raise self.error(node, "only 2-D pooling without ceil_mode or dilation is supported")
         pads = self._pads(node, attrs, 2)
@@ -514,23 +699,34 @@ class _Importer:
         else:
             cls = ir.MaxPool2d
         op = cls(kernel_size=kernel, stride=attrs.get("strides", [1, 1]), padding=pads)
+        op.validate()  # before its output shape divides by the stride
         return self._new_layer(node, op, [x], (x.shape[0], *op.output_shape(x.shape[1:])))
 
     def _concat(self, node, attrs, args) -> _Expr:
         """Concatenation along a non-batch axis: one placement Affine per part, summed by an Add."""
         if len(args) == 1:  # torch.stack of one step
             return args[0]
-        axis = attrs["axis"] % len(args[0].shape) if isinstance(args[0], _Expr) else None
-        if axis in (None, 0) or not all(isinstance(a, _Expr) for a in args):
+        rank = len(args[0].shape) if isinstance(args[0], _Expr) else 0
+        axis = attrs.get("axis", rank)
+        if not -rank <= axis < rank:
+            raise self.error(node, f"axis={axis} is not an axis of its input of shape {args[0].shape}")
+        axis %= rank
+        if axis == 0 or not all(isinstance(a, _Expr) for a in args):
             raise self.error(node, "only concatenation of signals along a non-batch axis is supported")
+        if any(len(a.shape) != rank or a.shape[:axis] + a.shape[axis + 1:] != args[0].shape[:axis] +
+               args[0].shape[axis + 1:] for a in args):
+            raise self.error(node, f"its inputs' shapes {[a.shape for a in args]} differ outside axis {axis}")
         shape = list(args[0].shape)
         shape[axis] = sum(a.shape[axis] for a in args)
         index = np.arange(int(np.prod(shape[1:]))).reshape(shape[1:])
-        name = _layer_name(node)
+        name = self._layer_name(node)
         parts, start = [], 0
         for k, part in enumerate(args):
             width = part.shape[axis]
             rows = np.take(index, np.arange(start, start + width), axis=axis - 1).ravel()
+            check_declared_array((index.size, rows.size), np.float64,
+                                 f"{self.source}: node {node.name or node.output[0]!r} (Concat): the placement "
+                                 f"weights of its input {k}", self.budget)
             placement = np.zeros((index.size, rows.size))
             placement[rows, np.arange(rows.size)] = 1.0
             piece = self._new_layer(node, ir.Affine(weight=placement, out_shape=tuple(shape[1:])), [part], shape)
@@ -554,6 +750,7 @@ class _Importer:
             fields[a.name] = value
         try:
             op = ir.OPS[node.op_type](**fields)
+            op.check_arrays()
             op.validate()
         except (TypeError, ValueError) as e:
             raise self.error(node, f"bad attributes: {e}") from None
@@ -761,10 +958,7 @@ class _Importer:
             if not isinstance(value, _Expr):
                 raise FrontendError(f"{self.source}: output {out.name!r} is a constant")
             self._connect(value, self._add(out.name, ir.Output()))
-        try:
-            ir.verify(self.graph)
-        except ir.ops.ShapeError as e:
-            raise FrontendError(f"{self.source}: {e}") from None
+        verified(self.graph, self.source)
         for source, target, carrier in self._recurrent:
             if (source, target) not in self.graph.recurrent_edges:
                 raise FrontendError(f"{self.source}: state {carrier!r} carries last step's {source!r} into "

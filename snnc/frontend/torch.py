@@ -33,6 +33,7 @@ import numpy as np
 
 from snnc import ir
 from snnc.errors import FrontendError
+from snnc.frontend import time_step, verified
 from snnc.frontend.onnx import from_onnx
 from snnc.ir.graph import DEFAULT_DT
 from snnc.passes import round_delays
@@ -49,12 +50,13 @@ def from_module(model, example_input, dt: float | None = None, states: int | Non
     import torch
 
     source = type(model).__name__
+    dt = time_step(dt, "dt")
     model = copy.deepcopy(model)  # exporting runs the framework's neurons, which may keep state inside
     if isinstance(model, torch.nn.Sequential):
         graph = _chain(model, example_input, source)
     else:
         graph = _step(model, example_input if isinstance(example_input, tuple) else (example_input,), states, source)
-    graph.dt, graph.name = float(dt if dt is not None else DEFAULT_DT), source
+    graph.dt, graph.name = DEFAULT_DT if dt is None else dt, source
     return graph
 
 
@@ -223,7 +225,7 @@ def _chain(model, x, source: str) -> ir.Graph:
     graph.add("output", ir.Output())
     for end in ends:
         graph.connect(end, "output")
-    return ir.verify(graph).sort()
+    return verified(graph, source).sort()
 
 
 @functools.cache
