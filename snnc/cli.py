@@ -85,8 +85,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    """The model ``args.model`` as a verified graph, refusing a model flag its format does not read."""
+    """The model ``args.model`` as a verified graph, refusing a model flag its format does not read.
+    A NIR model's time constants become decays at dt, so a dt that makes one negative is warned
+    about on stderr, a line per node."""
     from snnc.frontend import FORMATS, load_model
+    from snnc.frontend.euler import decay_warnings
 
     path = Path(args.model)
     kind = "artifact directory" if path.is_dir() else path.suffix.lower()
@@ -94,7 +97,11 @@ def _load(args):
         if value is not None and kind in FORMATS and kind not in _MODEL_FLAGS[flag]:
             raise SnncError(f"{flag} {value}: applies to {' and '.join(_MODEL_FLAGS[flag])} models only; "
                             f"{args.model} ({kind}) defines its own")
-    return load_model(path, dt=args.dt, reset=args.reset)
+    graph = load_model(path, dt=args.dt, reset=args.reset)
+    if kind == ".nir":
+        for line in decay_warnings(graph):
+            print(f"snnc: warning: {args.model}: {line}", file=sys.stderr)
+    return graph
 
 
 @contextlib.contextmanager
@@ -126,6 +133,14 @@ def _writable(flag: str, path: str, what: str = "", suffixes: tuple[str, ...] = 
         raise SnncError(f"{flag} {path}: no permission to write in {parent}")
 
 
+def _progress(args, title: str):
+    """A progress bar on stderr for work that may take long: drawn only on a terminal, after a
+    second, and never with --json, whose reader wants nothing but the result."""
+    from snnc.progress import ProgressBar
+
+    return ProgressBar(title, enabled=not getattr(args, "json", False))
+
+
 def cmd_inspect(args) -> int:
     from snnc.ir.printer import FORMATS
 
@@ -138,7 +153,8 @@ def cmd_inspect(args) -> int:
     if passes:
         from snnc.passes import PassManager
 
-        graph = PassManager(passes).run(graph)
+        with _progress(args, "lowering") as bar:
+            graph = PassManager(passes).run(graph, progress=bar)
     if args.mapping:
         from snnc.passes.mapping import mapping_text
 
@@ -185,22 +201,26 @@ def _until(after: str | None, target, passes: list) -> list:
 
 def _pass_reports(reports: dict) -> str:
     """passes.json as text for `snnc inspect ARTIFACT`: per pass, its settings, then one line per
-    layer, population or synapse group with its plain numbers (nested details stay in the JSON)."""
+    layer, population or synapse group with its plain numbers (nested details stay in the JSON).
+    Its strings hold the model's node names, so each is shown through ``show_name``."""
+    from snnc.ir.printer import show_name
 
     def plain(values: dict) -> str:
-        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+        return " ".join(f"{show_name(k)}={v:.4g}" if isinstance(v, float) else
+                        f"{show_name(k)}={show_name(v) if isinstance(v, str) else v}" for k, v in values.items()
                         if isinstance(v, (int, float, str, bool)) and not isinstance(v, dict))
 
     lines = ["passes (passes.json):"]
     for name, report in reports.items():
-        lines.append(f"  {name}: {plain(report)}".rstrip())
+        lines.append(f"  {show_name(name)}: {plain(report)}".rstrip())
         for key, value in report.items():
             if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
-                lines += [f"    {key} {entry}: {plain(fields)}".rstrip() for entry, fields in value.items()]
+                lines += [f"    {show_name(key)} {show_name(entry)}: {plain(fields)}".rstrip()
+                          for entry, fields in value.items()]
             elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
-                lines += [f"    {key}: {plain(fields)}".rstrip() for fields in value]
+                lines += [f"    {show_name(key)}: {plain(fields)}".rstrip() for fields in value]
             elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-                lines += [f"    {key}: {entry}" for entry in value]
+                lines += [f"    {show_name(key)}: {show_name(entry)}" for entry in value]
     return "\n".join(lines) + "\n"
 
 
@@ -208,7 +228,8 @@ def _lowering_table(described: dict) -> str:
     """How each node of a Loihi artifact became a Lava process, for `snnc inspect ARTIFACT`."""
     from snnc.ir.printer import show_name
 
-    rows = [(show_name(name), entry["op"], entry["process"], entry["id"], ", ".join(map(show_name, entry["from"])))
+    rows = [(show_name(name), *(show_name(str(entry[key])) for key in ("op", "process", "id")),
+             ", ".join(map(show_name, entry["from"])))
             for group in ("inputs", "populations", "synapses", "outputs") for name, entry in described[group].items()]
     header = ("node", "op", "lava process", "in network.py", "from the model's nodes")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
@@ -228,8 +249,9 @@ def cmd_compile(args) -> int:
     target, _ = _pipeline(args)
     graph = _load(args)
     dump = Path(args.dump_ir) if args.dump_ir else None
-    out = compile_graph(graph, args.target, Path(args.model), Path(args.output), _pass_names(args.passes), dump,
-                        _options(args))
+    with _progress(args, "compiling") as bar:
+        out = compile_graph(graph, args.target, Path(args.model), Path(args.output), _pass_names(args.passes), dump,
+                            _options(args), progress=bar)
     if args.json:
         _print_json(_compile_summary(args, target, graph, out))
     else:
@@ -279,16 +301,17 @@ def cmd_run(args) -> int:
     with _about("--input", args.input):
         inputs = simulator.check_inputs(arrays, args.steps)
     started = time.perf_counter()
-    if args.backend == "lava":
-        from snnc.runtime.lava_run import run_lava
+    with _progress(args, f"running ({args.backend})") as bar:
+        if args.backend == "lava":
+            from snnc.runtime.lava_run import run_lava
 
-        if not Path(args.model).is_dir():
-            raise SnncError(f"--backend lava runs a compiled artifact; compile {args.model} with --target loihi2 first")
-        results = run_lava(Path(args.model), inputs, probes=args.probe, log=lambda line: print(line, file=sys.stderr))
-    elif args.backend == "spinnaker":
-        results, machine_summary = _run_machine(args, simulator, inputs)
-    else:
-        results = simulator.run(inputs, probes=args.probe, count=True)
+            if not Path(args.model).is_dir():
+                raise SnncError(f"--backend lava runs a compiled artifact; compile {args.model} with --target loihi2 first")
+            results = run_lava(Path(args.model), inputs, probes=args.probe, log=bar.message, progress=bar)
+        elif args.backend == "spinnaker":
+            results, machine_summary = _run_machine(args, simulator, inputs)
+        else:
+            results = simulator.run(inputs, probes=args.probe, count=True, progress=bar)
     elapsed = time.perf_counter() - started
     report, why_not = _cost_report(graph, simulator, inputs, args)
     if report is not None and args.backend == "spinnaker":
@@ -303,9 +326,12 @@ def cmd_run(args) -> int:
         return 0
     first = next(iter(results.values()))
     print(f"ran {args.model} ({args.backend}): batch={first.shape[0]} steps={first.shape[1]} in {elapsed:.3f} s -> {args.output}")
-    width = max(len(k) for k in results)
+    from snnc.ir.printer import show_name
+
+    shown = {show_name(key): value for key, value in results.items()}  # the keys are the model's node names
+    width = max(len(k) for k in shown)
     print(f"  {'array'.ljust(width)}  {'shape'.ljust(20)}  {'sum'.ljust(12)}  mean")
-    for key, value in results.items():
+    for key, value in shown.items():
         print(f"  {key.ljust(width)}  {str(value.shape).ljust(20)}  {value.sum():<12.6g}  {value.mean():.6g}")
     if report is None:
         print(f"  (no cost summary: {why_not})")
@@ -406,7 +432,8 @@ def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
     from snnc.targets import load_target
 
     if simulator.activity is None:
-        simulator.run(inputs, count=True)
+        with _progress(args, "counting spikes for the cost report") as bar:
+            simulator.run(inputs, count=True, progress=bar)
     try:
         populations = graph if is_population_form(graph) else PassManager([FuseSynapses()]).run(graph)
     except IRError as e:
@@ -422,7 +449,7 @@ def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
 
 #: What ``snnc export`` writes, by the suffix of -o: the module and the function (graph, path) that
 #: write it; imported only when used.
-EXPORTERS = {".nir": ("snnc.backends.nir", "write_nir")}
+EXPORTERS = {".nir": ("snnc.backends.nir", "write_nir"), ".onnx": ("snnc.export", "write_onnx")}
 
 
 def cmd_export(args) -> int:
@@ -469,7 +496,8 @@ def cmd_passes(args) -> int:
 def cmd_env(args) -> int:
     from snnc.runtime import lava_env
 
-    python = lava_env.ensure_environment(log=lambda line: print(line, file=sys.stderr), recreate=args.recreate)
+    with _progress(args, "Lava environment") as bar:
+        python = lava_env.ensure_environment(log=bar.message, recreate=args.recreate, progress=bar)
     print(python)
     return 0
 
@@ -541,8 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(run)
     run.set_defaults(handler=cmd_run)
 
-    export = commands.add_parser("export", help="export a model or artifact to NIR",
-                                 description="Write a model's IR as a NIR file that nir.read accepts.")
+    export = commands.add_parser("export", help="export a model or artifact to NIR or ONNX",
+                                 description="Write a model's IR as a NIR file that nir.read accepts (.nir), or "
+                                             "as ONNX in snnc's ai.snnc operator domain, which snnc reads back "
+                                             "as the same graph, annotations included (.onnx).")
     _model_argument(export)
     export.add_argument("-o", "--output", required=True,
                         help=f"file to write; its suffix chooses the format: {' or '.join(EXPORTERS)}")

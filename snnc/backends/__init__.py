@@ -19,6 +19,7 @@ from snnc.backends.spinnaker import machine, pynn
 from snnc.ir import Graph
 from snnc.passes import PassManager
 from snnc.passes.pipeline import PassOptions, build_pipeline
+from snnc.progress import Progress
 from snnc.targets import Target, load_target
 
 #: The emitters of each arithmetic, after the lowered IR itself.
@@ -35,19 +36,21 @@ def _plain(value):
 
 
 def lower(graph: Graph, target: Target, dump_dir: Path | None = None, passes: list[str] | None = None,
-          options: PassOptions | None = None) -> tuple[Graph, dict]:
-    """Run the target's pipeline (or ``passes``) on ``graph``; return the lowered graph and the reports."""
+          options: PassOptions | None = None, progress: Progress | None = None) -> tuple[Graph, dict]:
+    """Run the target's pipeline (or ``passes``) on ``graph``; return the lowered graph and the
+    reports. ``progress`` hears of each pass."""
     manager = PassManager(build_pipeline(target, passes, options))
-    return manager.run(graph, dump_dir), manager.reports
+    return manager.run(graph, dump_dir, progress), manager.reports
 
 
 def compile_graph(graph: Graph, target_name: str, source: Path, destination: Path, passes: list[str] | None = None,
-                  dump_dir: Path | None = None, options: PassOptions | None = None) -> Path:
+                  dump_dir: Path | None = None, options: PassOptions | None = None,
+                  progress: Progress | None = None) -> Path:
     """Lower ``graph`` for the target and write the artifact directory ``destination``, which is
     checked before the work starts."""
     check_destination(Path(destination))
     target = load_target(target_name)
-    lowered, reports = lower(graph, target, dump_dir, passes, options)
+    lowered, reports = lower(graph, target, dump_dir, passes, options, progress)
     lowered.metadata = {**lowered.metadata, "target": target.name}
     with ArtifactWriter(destination, target.name, source) as writer:
         sim.emit(lowered, writer)
