@@ -200,9 +200,12 @@ def test_json_and_dot_dumps():
 
 
 def test_dot_escapes_names():
+    """A name is shown as show_name writes it (a JSON string, as it holds a quote and a newline),
+    then escaped again as a DOT string: no line of the file holds part of it raw."""
     graph = chain(("in", ir.Input(shape=(1,))), ('a"b\\c\nd', ir.Scale(scale=np.ones(1))), ("out", ir.Output()))
     dot = printer.to_dot(ir.verify(graph))
-    assert '"a\\"b\\\\c\\nd" -> "out";' in dot
+    assert '"\\"a\\\\\\"b\\\\\\\\c\\\\nd\\"" -> "out";' in dot
+    assert all(line.startswith(("digraph", "  ", "}")) for line in dot.splitlines())
 
 
 def test_saving_a_graph_twice_gives_the_same_bytes_whatever_the_clock(tmp_path, monkeypatch):
