@@ -150,6 +150,7 @@ def test_wrap_and_saturation_match_lava(lava_python, tmp_path):
     lowered["fc"].annotations["loihi"].update(weights=np.full((4, 60), 254, np.int32), weight_exp=4)
     with ArtifactWriter(tmp_path / "edge", "loihi2", tmp_path) as writer:
         sim.emit(lowered, writer)
+        writer.path("target.toml").write_bytes(LOIHI2.path.read_bytes())  # the program is checked against it
         lava.emit(lowered, writer)
         artifact = writer.commit()
     x = np.ones((1, 30, 60), np.int64)

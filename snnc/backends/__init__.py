@@ -22,8 +22,9 @@ from snnc.passes.pipeline import PassOptions, build_pipeline
 from snnc.progress import Progress
 from snnc.targets import Target, load_target
 
-#: The emitters of each arithmetic, after the lowered IR itself.
-EMITTERS = {"float": [], "loihi": [lava.emit], "spinnaker": [machine.emit, pynn.emit]}
+#: The emitters of each arithmetic, after the lowered IR itself. The PyNN script's checks the
+#: annotations the machine data is built from too, so it comes first.
+EMITTERS = {"float": [], "loihi": [lava.emit], "spinnaker": [pynn.emit, machine.emit]}
 
 
 def _plain(value):

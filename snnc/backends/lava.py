@@ -5,9 +5,10 @@ population and one Dense or DelayDense process per synapse group), ``params.npz`
 parameters that the IR does not hold as they are, loaded with ``allow_pickle=False``),
 ``network.json`` (node names, shapes, which generated identifier stands for which node, and which
 parameters the runner reads from ``model.snnir``, the IR the artifact holds anyway: a dense
-network's weights are written once) and ``run_lava.py`` (the runner). Model strings never
-reach the generated code as code: identifiers are generated, and names appear only as Python
-string literals (``repr``) in comments' place or in the JSON.
+network's weights are written once) and ``run_lava.py`` (the runner). No model text reaches the
+generated code as code: identifiers are generated, names and numbers are written by
+``codegen.literal``, and the ``loihi`` annotations are checked against the ranges of the target the
+artifact is compiled for (``fields``) before the program is written.
 """
 
 from __future__ import annotations
@@ -19,27 +20,48 @@ from pathlib import Path
 import numpy as np
 
 import snnc
-from snnc.backends.artifact import IR_FILE, ArtifactWriter
-from snnc.backends.codegen import GeneratedProgram, literal
+from snnc.backends.artifact import IR_FILE, TARGET_FILE, ArtifactWriter
+from snnc.backends.codegen import Field, GeneratedProgram, literal
 from snnc.errors import SnncError
 from snnc.ir import NEURONS, Affine, Graph, Output
 from snnc.ir.serialize import array_members
+from snnc.passes.loihi import WEIGHT_STEP
+from snnc.targets import Target, parse_target
 
 RUNNER = Path(__file__).with_name("lava_runner.py")
 #: Below this fraction of non-zero weights a synapse group becomes a Sparse process.
 SPARSE_DENSITY = 0.25
 
 
+def fields(formats: dict[str, int]) -> dict[str, dict[str, Field]]:
+    """The fields of a population's and a synapse group's ``loihi`` annotation, with the ranges of
+    Lava's formats (the target's ``[formats]``): what quantize-loihi writes and Lava holds unchanged."""
+    decay = Field(0, (1 << formats["decay_bits"]) - 1)
+    bias = 1 << (formats["bias_mantissa_bits"] - 1)
+    weight = 1 << formats["weight_bits"]
+    return {"population": {"du": decay, "dv": decay, "vth": Field(0, (1 << formats["threshold_mantissa_bits"]) - 1),
+                           "bias_mant": Field(-bias, bias - 1, "neurons"),
+                           "bias_exp": Field(0, formats["bias_exponent_max"], "neurons")},
+            # Every sign mode of Lava's Dense keeps even weights in this range as they are.
+            "synapse": {"weights": Field(-weight, weight - WEIGHT_STEP, "synapses", step=WEIGHT_STEP),
+                        "weight_exp": Field(formats["weight_exponent_min"], formats["weight_exponent_max"]),
+                        "delays": Field(0, formats["max_delay"], "synapses", optional=True)}}
+
+
 class _Program(GeneratedProgram):
     arithmetic = "loihi"
     needs = "the Lava backend (pass quantize-loihi)"
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, target: Target):
+        self.kinds = fields(target.formats)
         super().__init__(graph)
         #: parameters for params.npz, and those the IR file holds as they are (key -> its member there)
         self.params: dict[str, np.ndarray] = {}
         self.in_ir: dict[str, str] = {}
         self.ir_members = array_members(graph)
+
+    def fields(self, node, fixed: dict) -> dict[str, Field]:
+        return self.kinds["synapse" if isinstance(node.op, Affine) else "population"]
 
     def parameter(self, key: str, array: np.ndarray) -> None:
         member = self.ir_members.get(id(array))
@@ -53,7 +75,8 @@ class _Program(GeneratedProgram):
         body = self.body()
         groups = {kind: [i for i in self.ids.values() if i.startswith(kind + "_")]
                   for kind in ("input", "population", "synapse", "output")}
-        returned = ",\n".join(f'        "{kind}": {{{", ".join(f"{i!r}: {i}" for i in ids)}}}' for kind, ids in groups.items())
+        returned = ",\n".join(f'        "{kind}": {{{", ".join(f"{literal(i)}: {i}" for i in ids)}}}'
+                               for kind, ids in groups.items())
         return f'''"""Lava process graph of {literal(graph.name or "main")}, compiled by snnc {snnc.__version__} for {literal(graph.metadata.get("target", "loihi"))}.
 
 Each population is a LIF process with Lava's fixed-point parameters and each synapse group a Dense,
@@ -85,22 +108,25 @@ def build(params, inputs, steps):
 
     def _input(self, node) -> None:
         ident = self.identifier(node.name, "input")
-        self.lines += [f"# input {literal(node.name)}: {np.prod(node.output_shape)} neurons",
-                       f"{ident} = SpikeSource(data=inputs[{ident!r}])", ""]
+        self.lines += [f"# input {literal(node.name)}: {literal(int(np.prod(node.output_shape)))} neurons",
+                       f"{ident} = SpikeSource(data=inputs[{literal(ident)}])", ""]
 
     def _population(self, node) -> None:
         ident = self.identifier(node.name, "population")
-        fixed = node.annotations["loihi"]
+        fixed = self.fixed[node.name]
         self.params[f"{ident}.bias_mant"] = np.asarray(fixed["bias_mant"], np.int32)
         self.params[f"{ident}.bias_exp"] = np.asarray(fixed["bias_exp"], np.int32)
         size = int(np.prod(node.output_shape))
-        self.lines += [f"# population {literal(node.name)}: {node.op.kind}, {size} neurons",
-                       f"{ident} = LIF(shape=({size},), du={fixed['du']}, dv={fixed['dv']}, vth={fixed['vth']},",
-                       f"    bias_mant=params[{ident + '.bias_mant'!r}], bias_exp=params[{ident + '.bias_exp'!r}])", ""]
+        self.lines += [f"# population {literal(node.name)}: {node.op.kind}, {literal(size)} neurons",
+                       f"{ident} = LIF(shape={literal((size,))}, du={literal(fixed['du'])}, dv={literal(fixed['dv'])}, "
+                       f"vth={literal(fixed['vth'])},",
+                       f"    bias_mant=params[{literal(ident + '.bias_mant')}], "
+                       f"bias_exp=params[{literal(ident + '.bias_exp')}])",
+                       ""]
 
     def _synapse(self, node) -> None:
         ident = self.identifier(node.name, "synapse")
-        fixed = node.annotations["loihi"]
+        fixed = self.fixed[node.name]
         (source,) = self.graph.predecessors(node.name)
         weights = np.asarray(fixed["weights"], np.int32)
         delayed = fixed["delays"] is not None and np.any(fixed["delays"])
@@ -111,19 +137,19 @@ def build(params, inputs, steps):
             self.params[f"{ident}.data"] = weights[rows, columns]
             self.params[f"{ident}.indices"] = columns.astype(np.int32)
             self.params[f"{ident}.indptr"] = np.searchsorted(rows, np.arange(out + 1)).astype(np.int32)
-            matrix = (f"csr_matrix((params[{ident + '.data'!r}], params[{ident + '.indices'!r}], "
-                      f"params[{ident + '.indptr'!r}]), shape=({out}, {size_in}))")
+            matrix = (f"csr_matrix((params[{literal(ident + '.data')}], params[{literal(ident + '.indices')}], "
+                      f"params[{literal(ident + '.indptr')}]), shape={literal((out, size_in))})")
         else:
             self.parameter(f"{ident}.weights", weights)
-            matrix = f"params[{ident + '.weights'!r}]"
+            matrix = f"params[{literal(ident + '.weights')}]"
         extra = ""
         if delayed:
             self.parameter(f"{ident}.delays", np.asarray(fixed["delays"], np.int64))  # DelayDense checks dtype == int
-            extra = f", delays=params[{ident + '.delays'!r}]"
+            extra = f", delays=params[{literal(ident + '.delays')}]"
         self.lines.append(f"# synapses {literal(node.name)}: {literal(source)} -> "
-                          f"{', '.join(map(literal, self.graph.successors(node.name)))}, {out} x {size_in}, "
-                          f"{np.count_nonzero(weights)} non-zero")
-        self.lines.append(f"{ident} = {process}(weights={matrix}, weight_exp={fixed['weight_exp']}{extra})")
+                          f"{', '.join(map(literal, self.graph.successors(node.name)))}, {literal(out)} x "
+                          f"{literal(size_in)}, {literal(np.count_nonzero(weights))} non-zero")
+        self.lines.append(f"{ident} = {process}(weights={matrix}, weight_exp={literal(fixed['weight_exp'])}{extra})")
         self.lines.append(f"{self.ids[source]}.s_out.connect({ident}.s_in)")
         for target in self.graph.successors(node.name):
             self.lines.append(f"{ident}.a_out.connect({self.ids[target]}.a_in)")
@@ -144,7 +170,7 @@ def build(params, inputs, steps):
         (source,) = self.graph.predecessors(node.name)
         size = int(np.prod(node.input_shape))
         self.lines += [f"# output {literal(node.name)}: the spikes of {literal(source)}",
-                       f"{ident} = SpikeSink(shape=({size},), buffer=steps)",
+                       f"{ident} = SpikeSink(shape={literal((size,))}, buffer=steps)",
                        f"{self.ids[source]}.s_out.connect({ident}.a_in)", ""]
 
     def description(self) -> dict:
@@ -158,17 +184,20 @@ def build(params, inputs, steps):
                 "inputs": {n: entry(n, "SpikeSource") for n in graph.inputs},
                 "outputs": {n: entry(n, "SpikeSink") for n in graph.outputs},
                 "populations": {n.name: entry(n.name, "LIF") for n in graph if isinstance(n.op, NEURONS)},
-                "synapses": {n.name: entry(n.name, self.process(n.annotations["loihi"]))
+                "synapses": {n.name: entry(n.name, self.process(self.fixed[n.name]))
                              for n in graph if isinstance(n.op, Affine)}}
 
 
 def emit(graph: Graph, writer: ArtifactWriter) -> None:
+    """Write the Lava program of ``graph``, checked against the target the artifact holds."""
     if not writer.path(IR_FILE).is_file():
         raise SnncError(f"the Lava program reads parameters from the artifact's {IR_FILE}: emit the IR first")
+    if not writer.path(TARGET_FILE).is_file():
+        raise SnncError(f"the Lava program is checked against the artifact's {TARGET_FILE}: copy the target first")
     for node in graph:
         if isinstance(node.op, Output) and len(graph.predecessors(node.name)) != 1:
             raise SnncError(f"node {node.name!r}: a Lava output sink reads one population")
-    program = _Program(graph)
+    program = _Program(graph, parse_target(writer.path(TARGET_FILE)))
     writer.path("network.py").write_text(program.emit())
     np.savez(writer.path("params.npz"), **program.params)
     writer.path("network.json").write_text(json.dumps(program.description(), indent=2) + "\n")

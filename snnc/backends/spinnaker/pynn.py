@@ -8,8 +8,9 @@ of the ``spinnaker`` annotations (docs/spinnaker.md, "PyNN script"): ``cm = tau_
 1 MOhm), voltages in mV and currents in nA as the raw s16.15 values / 2**15, weights in nA as the
 16-bit magnitudes times 2**(shift - 15) of their receptor type, delays in ms as ticks x dt, and
 ``max_expected_summed_weight`` so that sPyNNaker picks the ring-buffer shifts of the annotations.
-Model strings never reach the generated code as code: identifiers are generated, and names appear
-only as Python string literals (``repr``).
+No model text reaches the generated code as code: identifiers are generated, names and numbers are
+written by ``codegen.literal``, and the ``spinnaker`` annotations are checked against the ranges of
+the target the artifact is compiled for (``fields``) before the script is written.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 import snnc
-from snnc.backends.artifact import ArtifactWriter
-from snnc.backends.codegen import GeneratedProgram, literal
+from snnc.backends.artifact import TARGET_FILE, ArtifactWriter
+from snnc.backends.codegen import Field, GeneratedProgram, literal
 from snnc.errors import SnncError
-from snnc.ir import Graph, Output
-from snnc.passes.spinnaker import ONE, membrane_tau_ms, synapse_tau_ms
+from snnc.ir import Affine, Graph, Output
+from snnc.passes.spinnaker import ONE, U032_ONE, membrane_tau_ms, synapse_tau_ms
+from snnc.targets import Target, parse_target
 
 SCRIPT = "pynn_script.py"
 DATA = "pynn_network.npz"
@@ -32,6 +34,37 @@ RUNNER = Path(__file__).with_name("pynn_runner.py")
 RUNNER_MARKER = "# -- the runner (the same for every network) --"
 #: The receptor types of sPyNNaker's current-based models, in the order of their ring-buffer shifts.
 RECEPTORS = ("excitatory", "inhibitory")
+#: sPyNNaker's current-based LIF models that quantize-spinnaker chooses from.
+MODELS = ("IF_curr_exp", "IF_curr_delta", "IF_trunc_delta")
+
+
+def population_fields(target: Target, model: str | None) -> dict[str, Field]:
+    """The fields of a population's ``spinnaker`` annotation for sPyNNaker's ``model`` (None: the
+    model alone, which is checked first), with the ranges of the target's formats: s16.15 values in
+    the state's bits, u0.32 decays, and ring-buffer shifts that keep a shifted weight in the state."""
+    formats = target.formats
+    state = 1 << (formats["state_bits"] - 1)
+    value, per_neuron = Field(-state, state - 1), Field(-state, state - 1, "neurons")
+    decay = Field(0, U032_ONE - 1, "neurons")
+    fields = {"model": Field(names=MODELS)}
+    if model is None:
+        return fields
+    fields.update(r_membrane=value, i_offset=per_neuron, v_reset=per_neuron, v_thresh=per_neuron,
+                  ring_buffer_shifts=Field(0, formats["state_bits"] - formats["weight_bits"], (len(RECEPTORS),)))
+    if model != "IF_trunc_delta":
+        fields.update(exp_tc=Field(0, (1 << formats["state_fraction_bits"]) - 1, "neurons"), v_rest=per_neuron)
+    if model == "IF_curr_exp":
+        fields.update(exc_decay=decay, exc_init=decay, inh_decay=decay, inh_init=decay)
+    else:
+        fields["input_scale"] = value
+    return fields
+
+
+def synapse_fields(target: Target) -> dict[str, Field]:
+    """The fields of a synapse group's ``spinnaker`` annotation: the target's weight magnitudes per
+    receptor type, and delays from 1 tick up to what its cores and delay extensions hold."""
+    weight = Field(0, (1 << target.formats["weight_bits"]) - 1, "synapses")
+    return {"excitatory": weight, "inhibitory": weight, "delays": Field(1, target.longest_delay + 1, "synapses")}
 
 
 def max_expected_summed_weight(shift: int) -> float:
@@ -77,13 +110,21 @@ class _Script(GeneratedProgram):
     arithmetic = "spinnaker"
     needs = "the PyNN script (pass quantize-spinnaker)"
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, target: Target):
+        self.kinds = {model: population_fields(target, model) for model in (*MODELS, None)}
+        self.kinds["synapse"] = synapse_fields(target)
         super().__init__(graph)
         self.dt = graph.dt
         self.data: dict[str, np.ndarray] = {}
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.models: list[str] = []
+
+    def fields(self, node, fixed: dict) -> dict[str, Field]:
+        if isinstance(node.op, Affine):
+            return self.kinds["synapse"]
+        model = fixed.get("model")
+        return self.kinds[model if isinstance(model, str) and model in MODELS else None]
 
     def emit(self) -> str:
         graph = self.graph
@@ -117,9 +158,9 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().with_name({DATA!r})
+DATA = Path(__file__).resolve().with_name({literal(DATA)})
 #: One time step, in ms.
-DT = {self.dt * 1000!r}
+DT = {literal(self.dt * 1000)}
 #: Each input's generated identifier: its node name and shape.
 INPUTS = {{{", ".join(self.inputs)}}}
 #: Each output's identifier: its node name, shape, and the identifier of what it records.
@@ -143,25 +184,27 @@ def build(network, spike_times):
 
     def _input(self, node) -> None:
         ident = self.identifier(node.name, "input")
-        self.inputs.append(f"{ident!r}: ({literal(node.name)}, {tuple(node.output_shape)!r})")
-        size = int(np.prod(node.output_shape))
+        self.inputs.append(f"{literal(ident)}: ({literal(node.name)}, {literal(tuple(node.output_shape))})")
+        size = literal(int(np.prod(node.output_shape)))
         self.lines += [f"# input {literal(node.name)}: {size} spike sources",
-                       f"populations[{ident!r}] = network.spike_sources({size}, spike_times[{ident!r}], label={literal(node.name)})",
-                       ""]
+                       f"populations[{literal(ident)}] = network.spike_sources({size}, spike_times[{literal(ident)}], "
+                       f"label={literal(node.name)})", ""]
 
     def _population(self, node) -> None:
         ident = self.identifier(node.name, "population")
-        model = node.annotations["spinnaker"]["model"]
-        self.models.append(f"{ident!r}: {model!r}")
+        model = self.fixed[node.name]["model"]
+        self.models.append(f"{literal(ident)}: {literal(model)}")
         for key, values in population_parameters(node, self.dt).items():
             self.data[f"{ident}.{key}"] = values
-        shifts = node.annotations["spinnaker"]["ring_buffer_shifts"]
+        shifts = self.fixed[node.name]["ring_buffer_shifts"]
         self.data[f"{ident}.max_expected_summed_weight"] = np.array(
             [max_expected_summed_weight(int(s)) for s in shifts], np.float64)
-        size = int(np.prod(node.output_shape))
+        size = literal(int(np.prod(node.output_shape)))
         self.lines += [f"# population {literal(node.name)}: {model}, {size} neurons, ring-buffer shifts "
-                       f"{int(shifts[0])} (excitatory) and {int(shifts[1])} (inhibitory)",
-                       f"populations[{ident!r}] = network.neurons({ident!r}, {size}, label={literal(node.name)})", ""]
+                       f"{literal(shifts[0])} (excitatory) and {literal(shifts[1])} (inhibitory)",
+                       f"populations[{literal(ident)}] = network.neurons({literal(ident)}, {size}, "
+                       f"label={literal(node.name)})",
+                       ""]
 
     def _synapse(self, node) -> None:
         ident = self.identifier(node.name, "synapse")
@@ -171,29 +214,36 @@ def build(network, spike_times):
             key = ident if len(self.graph.successors(node.name)) == 1 else f"{ident}.{post}"
             connections = synapse_connections(node, self.graph[target], self.dt)
             delays = np.concatenate([c[:, 3] for c in connections.values()]) / (self.dt * 1000)
-            span = f"delays {int(round(delays.min()))} to {int(round(delays.max()))} ticks" if delays.size else "no synapses"
+            span = (f"delays {literal(int(round(delays.min())))} to {literal(int(round(delays.max())))} ticks"
+                    if delays.size else "no synapses")
             self.lines.append(f"# synapses {literal(node.name)}: {literal(source)} -> {literal(target)}, "
-                              + ", ".join(f"{len(c)} {receptor}" for receptor, c in connections.items()) + f", {span}")
+                              + ", ".join(f"{literal(len(c))} {receptor}" for receptor, c in connections.items())
+                              + f", {span}")
             for receptor, rows in connections.items():
                 if len(rows):
                     self.data[f"{key}.{receptor}"] = rows
-                    self.lines.append(f"network.connect(populations[{self.ids[source]!r}], populations[{post!r}], "
-                                      f"{key + '.' + receptor!r}, {receptor!r}, label={literal(node.name)})")
+                    self.lines.append(f"network.connect(populations[{literal(self.ids[source])}], "
+                                      f"populations[{literal(post)}], {literal(key + '.' + receptor)}, "
+                                      f"{literal(receptor)}, label={literal(node.name)})")
         self.lines.append("")
 
     def _output(self, node) -> None:
         ident = self.identifier(node.name, "output")
         (source,) = self.graph.predecessors(node.name)
-        self.outputs.append(f"{ident!r}: ({literal(node.name)}, {tuple(node.input_shape)!r}, {self.ids[source]!r})")
+        self.outputs.append(f"{literal(ident)}: ({literal(node.name)}, {literal(tuple(node.input_shape))}, "
+                            f"{literal(self.ids[source])})")
         self.lines += [f"# output {literal(node.name)}: the spikes of {literal(source)}",
-                       f"populations[{self.ids[source]!r}].record('spikes')", ""]
+                       f"populations[{literal(self.ids[source])}].record('spikes')", ""]
 
 
 def emit(graph: Graph, writer: ArtifactWriter) -> None:
+    """Write the PyNN script of ``graph``, checked against the target the artifact holds."""
+    if not writer.path(TARGET_FILE).is_file():
+        raise SnncError(f"the PyNN script is checked against the artifact's {TARGET_FILE}: copy the target first")
     for node in graph:
         if isinstance(node.op, Output) and len(graph.predecessors(node.name)) != 1:
             raise SnncError(f"node {node.name!r}: a PyNN output records one population")
-    script = _Script(graph)
+    script = _Script(graph, parse_target(writer.path(TARGET_FILE)))
     runner = RUNNER.read_text()
     writer.path(SCRIPT).write_text(script.emit() + runner[runner.index(RUNNER_MARKER):])
     np.savez(writer.path(DATA), **script.data)
