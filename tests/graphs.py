@@ -126,17 +126,19 @@ def mlp(rng, sizes=(40, 30, 20, 10)):
 
 
 #: Node names holding quotes, newlines and Python code, for checking that generated programs keep
-#: names inert: each node of ``hostile_mlp`` is renamed to one of these.
+#: names inert: each node of ``hostile_mlp`` is renamed to one of these, and the graph to
+#: HOSTILE_GRAPH_NAME, which would end the docstring at the top of a program.
 HOSTILE_NAMES = {"in": "in'); open('PWNED_QUOTE', 'w'); ('",
                  "fc0": '"""\nimport os; os.system("touch PWNED_DOCSTRING")\n"""',
                  "lif0": "lif0\nopen('PWNED_NEWLINE', 'w')\n",
                  "lif1": "lif1 # {params}\\\nopen('PWNED_CONTINUATION', 'w')"}
+HOSTILE_GRAPH_NAME = 'mlp"""; open("PWNED_GRAPH_NAME", "w"); """'
 
 
 def hostile_mlp(rng):
-    """A 6-5-4 MLP whose nodes are named by HOSTILE_NAMES."""
+    """A 6-5-4 MLP whose nodes are named by HOSTILE_NAMES, and the graph by HOSTILE_GRAPH_NAME."""
     graph = mlp(rng, sizes=(6, 5, 4))
-    renamed = ir.Graph(dt=graph.dt)
+    renamed = ir.Graph(dt=graph.dt, name=HOSTILE_GRAPH_NAME)
     for node in graph:
         renamed.add(HOSTILE_NAMES.get(node.name, node.name), node.op)
     for source, target in graph.edges:
