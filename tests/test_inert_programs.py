@@ -10,6 +10,7 @@ a marker.
 """
 
 import ast
+import dataclasses
 import io
 import json
 import re
@@ -22,13 +23,14 @@ import numpy as np
 import onnx
 import pytest
 
-from snnc import ir
+from snnc import backends, ir
 from snnc.backends.codegen import literal
+from snnc.backends.spinnaker import machine
 from snnc.cli import main
 from snnc.runtime.lava_env import ensure_environment
 from snnc.runtime.lava_run import run_lava
 from snnc.runtime.simulator import simulate
-from snnc.targets import TARGET_DIR
+from snnc.targets import TARGET_DIR, load_target, parse_target
 
 from graphs import mlp, spikes
 
@@ -76,13 +78,12 @@ def hostile_graph(tmp_path: Path) -> ir.Graph:
     return renamed
 
 
-def hostile_target(tmp_path: Path, bundled: str) -> Path:
-    """A copy of a bundled target file whose name and description are breakouts."""
+def hostile_target(tmp_path: Path, bundled: str, key: str) -> Path:
+    """A copy of a bundled target file whose ``key`` (name or description) is a breakout."""
     text = (TARGET_DIR / f"{bundled}.toml").read_text()
-    name, description = breakouts(tmp_path / "PWNED_TARGET")[:2]
+    breakout = breakouts(tmp_path / "PWNED_TARGET")[0]
     # JSON's string escapes are TOML's for ASCII text.
-    text = re.sub(r'(?m)^name = ".*"$', lambda _: f"name = {json.dumps(name)}", text)
-    text = re.sub(r'(?m)^description = ".*"$', lambda _: f"description = {json.dumps(description)}", text)
+    text = re.sub(rf'(?m)^{key} = ".*"$', lambda _: f"{key} = {json.dumps(breakout)}", text)
     path = tmp_path / f"evil_{bundled}.toml"
     path.write_text(text)
     return path
@@ -182,18 +183,34 @@ def test_hostile_graph_and_node_names_compile_to_inert_programs(tmp_path, target
 
 
 @pytest.mark.parametrize("target", ["loihi2", "spinnaker"])
-def test_hostile_target_names_are_refused_or_inert(tmp_path, capsys, target):
+@pytest.mark.parametrize("key", ["name", "description"])
+def test_hostile_target_files_are_refused_or_inert(tmp_path, capsys, target, key):
     source = tmp_path / "model.snnir"
     ir.save(mlp(np.random.default_rng(4), sizes=(6, 5, 4)), source)
-    evil = hostile_target(tmp_path, target)
+    evil = hostile_target(tmp_path, target, key)
     code = cli("compile", source, "--target", evil, "-o", tmp_path / "artifact")
-    if code == 2:  # a target file's name may be refused where it is read
-        assert_refused(capsys, code, str(evil))
+    if code == 2:  # target files may refuse such text where they are read
+        assert_refused(capsys, code, str(evil), key)
         assert not (tmp_path / "artifact").exists()
     else:
         assert code == 0
         assert_inert(tmp_path / "artifact", target, tmp_path / "work")
     assert not markers(tmp_path)
+
+
+@pytest.mark.parametrize("target", ["loihi2", "spinnaker"])
+def test_a_hostile_target_name_that_a_target_file_let_through_stays_inert(tmp_path, monkeypatch, target):
+    """The programs do not rely on target files refusing such names: one that got through is written
+    into the docstring as text."""
+    name = breakouts(tmp_path / "PWNED")[0]
+    renamed = lambda read: lambda given: dataclasses.replace(read(given), name=name)  # noqa: E731
+    monkeypatch.setattr(backends, "load_target", renamed(load_target))
+    monkeypatch.setattr(machine, "parse_target", renamed(parse_target))  # which checks the placement's target
+    source = tmp_path / "model.snnir"
+    ir.save(mlp(np.random.default_rng(4), sizes=(6, 5, 4)), source)
+    assert cli("compile", source, "--target", target, "-o", tmp_path / "artifact") == 0
+    assert_inert(tmp_path / "artifact", target, tmp_path / "work")
+    assert name in ast.get_docstring(ast.parse((tmp_path / "artifact" / PROGRAMS[target][0]).read_text()))
 
 
 def test_an_onnx_graph_name_and_a_nir_file_name_stay_inert(tmp_path):
@@ -226,6 +243,27 @@ def test_a_hostile_program_runs_in_lava(tmp_path):
     assert set(theirs) == set(lowered.outputs)
     for key, value in theirs.items():
         np.testing.assert_array_equal(ours[key], value, err_msg=key)
+    assert not markers(tmp_path)
+
+
+def test_a_hostile_script_runs_on_nest_as_the_plainly_named_network_does(tmp_path):
+    """Hostile graph and node names: the PyNN script runs on NEST, gives the spikes of the same
+    network with plain names, and runs none of the names."""
+    pytest.importorskip("nest")
+    plain, hostile = mlp(np.random.default_rng(3), sizes=(6, 5, 4)), hostile_graph(tmp_path)
+    np.save(tmp_path / "x.npy", spikes(np.random.default_rng(5), (1, 30, 6)).astype(np.int8))
+    results = []
+    for name, graph in (("plain", plain), ("hostile", hostile)):
+        ir.save(graph, tmp_path / f"{name}.snnir")
+        assert cli("compile", tmp_path / f"{name}.snnir", "--target", "spinnaker", "-o", tmp_path / name) == 0
+        work = tmp_path / f"work_{name}"
+        work.mkdir()
+        result = subprocess.run([sys.executable, str(tmp_path / name / "pynn_script.py"), str(tmp_path / "x.npy"),
+                                 "y.npy", "--simulator", "nest"], cwd=work, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        results.append(np.load(work / "y.npy"))
+    np.testing.assert_array_equal(results[0], results[1])
+    assert results[0].shape == (1, 30, 4) and results[0].any()
     assert not markers(tmp_path)
 
 
