@@ -149,6 +149,8 @@ class GeneratedProgram:
         raise NotImplementedError
 
     def _checked(self, node) -> dict:
+        """``node``'s annotation, unless it lacks a field the program reads, holds one it does not,
+        or holds an invalid value: then one line names the node, the field and what is valid."""
         key = self.arithmetic
         fixed = node.annotations.get(key)
         if not isinstance(fixed, dict):
