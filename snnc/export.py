@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from snnc import ir
 from snnc.errors import ExportError
-from snnc.frontend.onnx import DOMAIN, META_ANNOTATIONS, META_DT, META_GRAPH, META_STATES
+from snnc.frontend.onnx import DOMAIN, DOMAIN_VERSION, META_ANNOTATIONS, META_DT, META_GRAPH, META_STATES
 from snnc.ir.serialize import encode_arrays
 
 #: The standard ONNX opset the exported files use (Gemm, Conv, Sum, Identity).
@@ -76,7 +76,8 @@ class _Writer:
         annotations = self._annotations({value.name for value in inputs})
         body = helper.make_graph(self.nodes, graph.name or "main", inputs, outputs, self.initializers)
         model = helper.make_model(body, producer_name="snnc",
-                                  opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, 1)])
+                                  opset_imports=[helper.make_opsetid("", OPSET),
+                                                 helper.make_opsetid(DOMAIN, DOMAIN_VERSION)])
         try:
             metadata = json.dumps(graph.metadata)
         except TypeError as e:

@@ -76,7 +76,7 @@ def _field(node: str, key: str, value):
     return change
 
 
-def _node(node: str, fields: dict):
+def _nir_node(node: str, fields: dict):
     return lambda tree: tree["nodes"].__setitem__(node, fields)
 
 
@@ -95,10 +95,11 @@ NIR_CASES = {
     "missing weight": (_field("fc", "weight", None), "node 'fc'", "'weight'"),
     "missing type": (_field("fc", "type", None), "node 'fc'", "NIR type"),
     "type that is no text": (_field("fc", "type", np.array([1, 2])), "node 'fc'", "'type'"),
-    "fractional stride": (_node("fc", {"type": "Conv1d", "weight": np.ones((2, 3, 1)), "stride": 1.5}),
+    "text that is not UTF-8": (_field("fc", "type", np.bytes_(b"\xff")), "node 'fc', field 'type'", "UTF-8"),
+    "fractional stride": (_nir_node("fc", {"type": "Conv1d", "weight": np.ones((2, 3, 1)), "stride": 1.5}),
                           "node 'fc'", "stride", "whole numbers"),
-    "text start_dim": (_node("fc", {"type": "Flatten", "start_dim": "x", "end_dim": 0}), "node 'fc'", "start_dim"),
-    "three-element pooling kernel": (_node("fc", {"type": "SumPool2d", "kernel_size": np.array([1, 1, 1]),
+    "text start_dim": (_nir_node("fc", {"type": "Flatten", "start_dim": "x", "end_dim": 0}), "node 'fc'", "start_dim"),
+    "three-element pooling kernel": (_nir_node("fc", {"type": "SumPool2d", "kernel_size": np.array([1, 1, 1]),
                                                   "stride": np.array([1, 1])}), "node 'fc'", "kernel_size"),
     "parameters that broadcast beyond the budget": (
         lambda tree: tree["nodes"]["lif"].update(tau=np.full((1000, 1), 0.01), r=np.ones(1000), v_leak=np.zeros(1),
@@ -278,7 +279,8 @@ ONNX_CASES = {
                                                     "does not match its dims"),
     "initializer of negative dims": (_initializer(_dims(-3, 3)), "initializer 'fc0.weight'", "shape"),
     "external data": (_initializer(_external), "initializer 'fc0.weight'", "external data"),
-    "text initializer": (_initializer(lambda t: t.CopyFrom(helper.make_tensor(t.name, TensorProto.STRING, [1], [b"x"]))),
+    "text initializer": (_initializer(lambda t: t.CopyFrom(helper.make_tensor(t.name, TensorProto.STRING, [1],
+                                                                              [b"x"]))),
                          "initializer 'fc0.weight'", "STRING"),
     "complex initializer": (_initializer(lambda t: _replace(t, numpy_helper.to_array(t).astype(complex))),
                             "initializer 'fc0.weight'", "COMPLEX128"),
@@ -321,43 +323,56 @@ def _graph(nodes, inputs, initializers=(), output=("y", 1, 3), opset=17, domains
                                                    *(helper.make_opsetid(d, DOMAIN_VERSION) for d in domains)])
 
 
-def _node(op: str, inputs: list[str], **attributes) -> onnx.NodeProto:
+def _onnx_node(op: str, inputs: list[str], **attributes) -> onnx.NodeProto:
     return helper.make_node(op, inputs, ["y"], name="y", **attributes)
+
+
+def _branch() -> onnx.GraphProto:
+    """A body for If that computes a constant of a million elements."""
+    node = helper.make_node("ConstantOfShape", ["shape"], ["k"])
+    shape = _constant("shape", np.array([1000, 1000]))
+    return helper.make_graph([node], "body", [], [_tensor("k", 1000, 1000)], [shape])
 
 
 GRAPH_CASES = {
     "constant computed beyond the budget": (
-        _graph([helper.make_node("ConstantOfShape", ["shape"], ["big"], name="big"), _node("Add", ["x", "big"])],
+        _graph([helper.make_node("ConstantOfShape", ["shape"], ["big"], name="big"), _onnx_node("Add", ["x", "big"])],
                [_tensor("x", 1, 3)], [_constant("shape", np.array([1000, 1000]))]),
         "node 'big' (ConstantOfShape)", "memory budget"),
     "constant of a size known only by computing it": (
-        _graph([helper.make_node("NonZero", ["c"], ["where"], name="where"), _node("Add", ["x", "where"])],
+        _graph([helper.make_node("NonZero", ["c"], ["where"], name="where"), _onnx_node("Add", ["x", "where"])],
                [_tensor("x", 1, 3)], [_constant("c", np.ones(3))]),
         "node 'where' (NonZero)", "unknown before it runs"),
-    "signals that do not broadcast": (_graph([_node("Add", ["x", "z"])], [_tensor("x", 1, 3), _tensor("z", 1, 4)]),
+    "signals that do not broadcast": (_graph([_onnx_node("Add", ["x", "z"])], [_tensor("x", 1, 3), _tensor("z", 1, 4)]),
                                       "node 'y' (Add)", "broadcast"),
     "signals broadcast beyond the budget": (
-        _graph([_node("Add", ["x", "z"])], [_tensor("x", 1, 1000, 1), _tensor("z", 1, 1, 1000)]),
+        _graph([_onnx_node("Add", ["x", "z"])], [_tensor("x", 1, 1000, 1), _tensor("z", 1, 1, 1000)]),
         "node 'y' (Add)", "memory budget"),
     "convolution of stride 0": (
-        _graph([_node("Conv", ["x", "w"], strides=[0])], [_tensor("x", 1, 2, 8)], [_constant("w", np.ones((3, 2, 1)))]),
+        _graph([_onnx_node("Conv", ["x", "w"], strides=[0])], [_tensor("x", 1, 2, 8)],
+               [_constant("w", np.ones((3, 2, 1)))]),
         "node 'y' (Conv)", "stride"),
-    "pooling without a kernel": (_graph([_node("MaxPool", ["x"])], [_tensor("x", 1, 2, 8, 8)]),
+    "pooling without a kernel": (_graph([_onnx_node("MaxPool", ["x"])], [_tensor("x", 1, 2, 8, 8)]),
                                  "node 'y' (MaxPool)", "2-D pooling"),
     "concatenation along an axis the input lacks": (
-        _graph([_node("Concat", ["x", "x"], axis=5)], [_tensor("x", 1, 3)]), "node 'y' (Concat)", "axis=5"),
+        _graph([_onnx_node("Concat", ["x", "x"], axis=5)], [_tensor("x", 1, 3)]), "node 'y' (Concat)", "axis=5"),
     "batch normalization in training mode": (
         _graph([helper.make_node("Gemm", ["x", "w"], ["h"], name="h", transB=1),
-                _node("BatchNormalization", ["h", "s", "b", "m", "v"], training_mode=1)], [_tensor("x", 1, 3)],
+                _onnx_node("BatchNormalization", ["h", "s", "b", "m", "v"], training_mode=1)], [_tensor("x", 1, 3)],
                [_constant("w", np.ones((3, 3))), *(_constant(n, np.ones(3)) for n in "sbmv")], opset=15),
         "node 'y' (BatchNormalization)", "training_mode"),
     "batch normalization of negative variance": (
         _graph([helper.make_node("Gemm", ["x", "w"], ["h"], name="h", transB=1),
-                _node("BatchNormalization", ["h", "s", "b", "m", "v"])], [_tensor("x", 1, 3)],
-               [_constant("w", np.ones((3, 3))), *(_constant(n, np.ones(3)) for n in "sbm"), _constant("v", -np.ones(3))]),
+                _onnx_node("BatchNormalization", ["h", "s", "b", "m", "v"])], [_tensor("x", 1, 3)],
+               [_constant("w", np.ones((3, 3))), *(_constant(n, np.ones(3)) for n in "sbm"),
+                _constant("v", -np.ones(3))]),
         "node 'y' (BatchNormalization)", "variance"),
+    "control flow": (
+        _graph([helper.make_node("If", ["c"], ["k"], name="k", then_branch=_branch(), else_branch=_branch()),
+                _onnx_node("Add", ["x", "k"])], [_tensor("x", 1, 3)], [_constant("c", np.array(True))]),
+        "node 'k' (If)", "subgraphs"),
     "fractional ai.snnc attribute": (
-        _graph([_node("Flatten", ["x"], domain=DOMAIN, start_dim=0.5)], [_tensor("x", 1, 3)], domains=[DOMAIN]),
+        _graph([_onnx_node("Flatten", ["x"], domain=DOMAIN, start_dim=0.5)], [_tensor("x", 1, 3)], domains=[DOMAIN]),
         "node 'y' (Flatten)", "start_dim", "whole numbers"),
 }
 
@@ -373,7 +388,7 @@ def test_shape_reads_only_the_dimensions_from_start_to_end():
     Shape(end=1), is a flatten, not a reshape to every dimension and -1."""
     nodes = [helper.make_node("Shape", ["x"], ["batch"], end=1), helper.make_node("Constant", [], ["rest"],
                                                                                   value=_constant("rest", [-1])),
-             helper.make_node("Concat", ["batch", "rest"], ["shape"], axis=0), _node("Reshape", ["x", "shape"])]
+             helper.make_node("Concat", ["batch", "rest"], ["shape"], axis=0), _onnx_node("Reshape", ["x", "shape"])]
     graph = from_onnx(_graph(nodes, [_tensor("x", 1, 2, 3)], output=("y", 1, 6), opset=15))
     assert [node.op.kind for node in graph] == ["Input", "Flatten", "Output"]
     assert graph["y"].output_shape == (6,)

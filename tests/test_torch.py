@@ -146,3 +146,19 @@ def test_export_failure_is_one_line_naming_the_model():
 
     with pytest.raises(FrontendError, match="^Data: torch.onnx.export cannot export one step of the model: [^\n]*$"):
         from_module(Data(), (torch.zeros(1, 3), torch.zeros(1, 3)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weight_is_refused_naming_the_model_node_and_field(bad):
+    module = step_module("plain")
+    with torch.no_grad():
+        module.l2.fc.weight[0, 0] = bad
+    with pytest.raises(FrontendError, match="^PlainTwoLayers: node '[^']*l2[^']*fc': .*weight holds NaN or infinite"):
+        from_module(module, (torch.zeros(1, N_IN, dtype=DOUBLE), *module.zero_states(1)))
+
+
+@pytest.mark.parametrize("dt", [float("nan"), float("inf"), 0.0, -1e-3])
+def test_a_time_step_that_is_not_finite_and_positive_is_refused_before_export(dt):
+    chain = torch.nn.Sequential(linear(N_IN, N_OUT, 0))
+    with pytest.raises(FrontendError, match="^dt=.*finite number of seconds > 0"):
+        from_module(chain, torch.zeros(1, N_IN, dtype=DOUBLE), dt=dt)

@@ -39,7 +39,7 @@ _PORTS = ("Input", "Output")
 #: How deep HDF5 groups may nest. A subgraph takes two levels (its node and its 'nodes'), so this
 #: allows subgraphs 30 deep; deeper files are refused before they exhaust Python's stack.
 MAX_GROUP_DEPTH = 64
-#: Errors that h5py raises for a file whose HDF5 structures are damaged, and that decoding text raises.
+#: Errors that h5py raises for a file whose HDF5 structures are damaged.
 _UNREADABLE = (OSError, KeyError, ValueError, RuntimeError, TypeError)
 
 
@@ -101,7 +101,10 @@ class _Reader:
             check_declared_array((*item.shape, item.dtype.itemsize), np.uint8, where, self.budget)
         else:
             check_declared_array(item.shape, item.dtype, where, self.budget)
-        return _decode(item[()])
+        try:
+            return _decode(item[()])
+        except UnicodeDecodeError:
+            raise FrontendError(f"{where}: holds text that is not UTF-8") from None
 
 
 def _describe(name: str) -> str:

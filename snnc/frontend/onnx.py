@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +62,7 @@ OPSETS = range(13, 26)
 TENSOR_TYPES = {getattr(TensorProto, name): name for name in (
     "FLOAT", "DOUBLE", "FLOAT16", "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")}
 _TENSOR_ATTRIBUTES = (onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS)
+_GRAPH_ATTRIBUTES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 #: Tensors of shape-like values (a Reshape's shape, a Slice's bounds) at most this long are shown to
 #: shape inference, which then knows the size of what an operation on constants would compute.
 _SHAPE_VALUES = 1024
@@ -96,7 +96,8 @@ def from_onnx(model: onnx.ModelProto, source: str = "<onnx>", dt: float | None =
         raise FrontendError(f"{source}: metadata {META_GRAPH} must be a JSON object, got {type(metadata).__name__}")
     graph = ir.Graph(dt=dt, name=model.graph.name or name, metadata=metadata)
     if states is None:
-        states = _number(meta, META_STATES, int, source, max(0, min(len(model.graph.input), len(model.graph.output)) - 1))
+        fewest = min(len(model.graph.input), len(model.graph.output))
+        states = _number(meta, META_STATES, int, source, max(0, fewest - 1))
     importer = _Importer(model.graph, source, graph, states, opset)
     return _annotated(importer.run(), _json(meta, META_ANNOTATIONS, source, None), importer.values, source)
 
@@ -394,7 +395,8 @@ class _Importer:
                                 + ", ".join(TENSOR_TYPES.values()))
         if not tensor.shape.dim:
             raise FrontendError(f"{where} has no shape; export with a fixed input shape")
-        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim)  # a named (batch) size: one
+        # a named (batch) size: one
+        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim)
         if min(shape) < 1:
             raise FrontendError(f"{where}: shape {shape} must have sizes >= 1")
         check_declared_array(shape, np.float64, where)
@@ -451,8 +453,11 @@ class _Importer:
             raise self.error(node, f"its input {missing[0]!r} is no graph input, initializer or output of an "
                                    "earlier node")
         for attribute in node.attribute:
+            if attribute.type in _GRAPH_ATTRIBUTES:  # If, Loop, Scan: bodies that would run unbounded
+                raise self.error(node, "operators with subgraphs are not read; export the model without control "
+                                       "flow")
             for tensor in (attribute.t, *attribute.tensors) if attribute.type in _TENSOR_ATTRIBUTES else ():
-                self._tensor(tensor, f"node {node.name or node.output[0]!r} attribute {attribute.name!r}")
+                self._tensor(tensor, f"node {node.name or next(iter(node.output), '')!r} attribute {attribute.name!r}")
         args = [self.values[name] if name else None for name in node.input]
         try:
             outputs = self._outputs(node, args)
