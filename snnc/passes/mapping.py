@@ -76,7 +76,7 @@ _HELP = {"neurons": "a target with more chips (board_width/board_height)",
 class _Synapses:
     """One synapse group (an Affine of population form) into a population.
 
-    ``kernel`` is set for a shared-weight convolution (``_shared_kernel``): the number of weights of
+    ``kernel`` is set for a shared-weight convolution (``shared_kernel``): the number of weights of
     each output channel's kernel, and ``row_channel`` the output channel of every row (neuron)."""
 
     name: str
@@ -140,7 +140,22 @@ class _Network:
         return self.populations[name].rate if name in self.populations else self.inputs[name]
 
 
-def _synapse_bits(node, target: Target) -> int:
+def index_bits(target: Target) -> int:
+    """Bits of a neuron's index within a core of ``target``, which a sparse synapse holds beside its weight."""
+    return max(1, math.ceil(math.log2(target.core["neurons"])))
+
+
+def memory_bits(bits: int, index_bits: int, rows, columns, synapses, kernel_weights=None) -> dict:
+    """The synaptic memory of a synapse group (or a piece of one: arrays give many) in each of
+    ENCODINGS: dense holds every entry of its ``rows`` neurons x the ``columns`` source neurons
+    that reach them, sparse each of its ``synapses`` with its target's ``index_bits``, shared the
+    ``kernel_weights`` of its channels' kernels once (None: not a convolution); ``bits`` per weight.
+    map-cores cuts and prices pieces by it, and sparsify reports a whole group by it."""
+    return {"dense": rows * columns * bits, "sparse": synapses * (bits + index_bits),
+            "shared": None if kernel_weights is None else kernel_weights * bits}
+
+
+def synapse_bits(node, target: Target) -> int:
     """Bits of one stored weight: the target's, or the bits quantize-weights chose where the
     target's synapse word is just its weight (Loihi; a SpiNNaker word keeps its 32 bits)."""
     bits = target.core["synapse_bits"]
@@ -150,7 +165,7 @@ def _synapse_bits(node, target: Target) -> int:
     return bits
 
 
-def _shared_kernel(weight: np.ndarray, out_shape: tuple[int, ...]) -> tuple[np.ndarray, int] | None:
+def shared_kernel(weight: np.ndarray, out_shape: tuple[int, ...]) -> tuple[np.ndarray, int] | None:
     """The weights in each output channel's kernel and the rows per channel, if the group is a
     convolution; else None.
 
@@ -199,13 +214,13 @@ def _read(graph: Graph, target: Target, rates: dict[str, np.ndarray]) -> _Networ
         encoding = node.annotations.get("encoding")
         if encoding is not None and encoding not in ENCODINGS:
             raise IRError(name, f"annotation encoding={encoding!r} is not one of {', '.join(ENCODINGS)}")
-        shared = _shared_kernel(node.op.weight, node.output_shape)
+        shared = shared_kernel(node.op.weight, node.output_shape)
         if encoding == "shared" and shared is None:
             raise IRError(name, "is annotated encoding='shared', but its weights are not one kernel per channel")
         kernel, row_channel = (shared[0], np.arange(node.op.weight.shape[0]) // shared[1]) if shared else (None, None)
         for sink in graph.successors(name):
             if sink in network.populations:
-                group = _Synapses(name, source, sink, node.op.weight, _synapse_bits(node, target), encoding, kernel,
+                group = _Synapses(name, source, sink, node.op.weight, synapse_bits(node, target), encoding, kernel,
                                   row_channel)
                 network.populations[sink].incoming.append(group)
                 network.outgoing.setdefault(source, []).append(group)
@@ -314,23 +329,25 @@ def _demand(population: _Population, start: int, width: int, fan_out: np.ndarray
     """The demand of the pieces ``start .. start + k`` for k = 1 .. width, shape (width, RESOURCES),
     and per synapse group the encoding (index into ENCODINGS) each of those pieces would use.
 
-    Memory per group is the cheaper of dense (rows x used columns x bits), sparse (synapses x (bits
-    + index bits)) and, for a convolution, shared (its channels' kernels x bits), unless the
-    group's ``encoding`` annotation fixes one. Fan-in counts the distinct source neurons per source."""
+    Memory per group is the cheapest of its ``memory_bits`` (dense, sparse and, for a convolution,
+    shared), unless the group's ``encoding`` annotation fixes one. Fan-in counts the distinct
+    source neurons per source."""
     k = np.arange(1, width + 1, dtype=np.float64)
     memory, fan_in = np.zeros(width), np.zeros(width)
     choices, by_source = {}, {}
     for group in population.incoming:
         first = group.first_rows(start)
-        options = np.full((len(ENCODINGS), width), np.inf)
-        options[0] = k * _columns_used(first, start, width) * group.bits
         synapses = group.synapses_before[start + 1:start + width + 1] - group.synapses_before[start]
-        options[1] = synapses * (group.bits + limits.index_bits)
+        kernels = None
         if group.kernel is not None:
             channel = group.row_channel[start:start + width]
             opens = np.zeros(width, bool)
             opens[np.unique(channel, return_index=True)[1]] = True
-            options[2] = np.cumsum(np.where(opens, group.kernel[channel], 0)) * group.bits
+            kernels = np.cumsum(np.where(opens, group.kernel[channel], 0))
+        by_encoding = memory_bits(group.bits, limits.index_bits, k, _columns_used(first, start, width), synapses,
+                                  kernels)
+        options = np.array([np.full(width, np.inf) if by_encoding[e] is None else by_encoding[e] for e in ENCODINGS],
+                           dtype=np.float64)
         choice = np.full(width, ENCODINGS.index(group.encoding)) if group.encoding else options.argmin(axis=0)
         memory += options[choice, np.arange(width)]
         choices[group.name] = choice
@@ -717,8 +734,7 @@ class MapCores(Pass):
         rates, measured = _rates(graph, self.calibration)
         network = _read(graph, target, rates)
         layout = Layout.of(target)
-        limits = _Limits(target.name, np.array([target.core[r] for r in RESOURCES], np.float64),
-                         max(1, math.ceil(math.log2(target.core["neurons"]))))
+        limits = _Limits(target.name, np.array([target.core[r] for r in RESOURCES], np.float64), index_bits(target))
         orders = _orders(network, limits)
         networks = {"c": network, "channel-last": _reordered(network, orders)} if orders else {"c": network}
         bound = _lower_bound(list(networks.values()), limits)
