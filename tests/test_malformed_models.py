@@ -33,13 +33,13 @@ def small_budget(monkeypatch):
 
 
 def assert_refused(path, tmp_path, capsys, *fragments, flags=()):
-    """`snnc compile path` exits with 2 and one stderr line naming the file and each fragment, and
-    writes nothing."""
+    """`snnc compile path` exits with 2 and one printable stderr line (a model's control characters
+    escaped) naming the file and each fragment, and writes nothing."""
     out = tmp_path / "artifact"
     code = main(["compile", str(path), "--target", "sim", "-o", str(out), *flags])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2, lines
-    assert len(lines) == 1, lines
+    assert len(lines) == 1 and lines[0].isprintable(), lines
     assert str(path) in lines[0]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
@@ -95,6 +95,8 @@ NIR_CASES = {
     "missing weight": (_field("fc", "weight", None), "node 'fc'", "'weight'"),
     "missing type": (_field("fc", "type", None), "node 'fc'", "NIR type"),
     "type that is no text": (_field("fc", "type", np.array([1, 2])), "node 'fc'", "'type'"),
+    "type with control characters": (_field("fc", "type", "Spl\x1b[2J\nine"), "node 'fc' (\"Spl\\u001b[2J\\nine\")",
+                                     "unsupported NIR type"),
     "text that is not UTF-8": (_field("fc", "type", np.bytes_(b"\xff")), "node 'fc', field 'type'", "UTF-8"),
     "fractional stride": (_nir_node("fc", {"type": "Conv1d", "weight": np.ones((2, 3, 1)), "stride": 1.5}),
                           "node 'fc'", "stride", "whole numbers"),
@@ -297,6 +299,8 @@ ONNX_CASES = {
     "name scopes that are code": (_name_scopes("__import__('os')"), "node 'fc0'", "name_scopes"),
     "name scopes nested too deep": (_name_scopes("[" * 5000 + "]" * 5000), "node 'fc0'", "name_scopes"),
     "operator of another domain": (_in_domain("com.example"), "node 'fc0'", "'com.example'"),
+    "operator with control characters": (lambda model: setattr(model.graph.node[0], "op_type", "Ge\x1dmm"),
+                                         "node 'fc0' (\"Ge\\u001dmm\")", "unsupported ONNX operator"),
 }
 
 
@@ -306,6 +310,18 @@ def test_malformed_onnx_is_refused_naming_what_is_wrong(change, tmp_path, capsys
     change[0](model)
     onnx.save(model, tmp_path / "model.onnx")
     assert_refused(tmp_path / "model.onnx", tmp_path, capsys, *change[1:])
+
+
+@pytest.mark.parametrize("field, where", [("graph", "the graph's name"), ("node", "node b'NAME\\xff0'")])
+def test_onnx_text_that_is_not_utf8_is_refused(field, where, tmp_path, capsys):
+    """Protobuf hands a string field that is not UTF-8 over as bytes."""
+    model = _onnx()
+    if field == "graph":
+        model.graph.name = "NAME_0"
+    else:
+        model.graph.node[0].name = "NAME_0"
+    (tmp_path / "model.onnx").write_bytes(model.SerializeToString().replace(b"NAME_0", b"NAME\xff0"))
+    assert_refused(tmp_path / "model.onnx", tmp_path, capsys, where, "holds b'NAME\\xff0'", "not UTF-8")
 
 
 def _tensor(name: str, *shape) -> onnx.ValueInfoProto:

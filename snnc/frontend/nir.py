@@ -31,6 +31,7 @@ from snnc.files import Budget, check_declared_array
 from snnc.frontend import time_step, verified
 from snnc.ir.graph import DEFAULT_DT
 from snnc.ir.ops import RESET_MODES, Shape, ShapeError, whole_numbers
+from snnc.ir.printer import show_name
 
 if TYPE_CHECKING:
     import nir
@@ -263,8 +264,12 @@ class _Node:
     def type(self) -> str:
         return str(self.fields["type"])
 
+    @property
+    def where(self) -> str:
+        return f"{self.source}: node {self.name!r} ({show_name(self.type)})"
+
     def error(self, message: str) -> FrontendError:
-        return FrontendError(f"{self.source}: node {self.name!r} ({self.type}): {message}")
+        return FrontendError(f"{self.where}: {message}")
 
     def require(self, key: str):
         if key not in self.fields:
@@ -301,8 +306,8 @@ class _Node:
             raise self.error(f"parameter shapes {shapes} do not broadcast to one shape") from None
         budget = Budget()  # parameters of shapes (n,) and (n, 1) would broadcast to n * n each
         for key in values:
-            check_declared_array(shape, np.float64, f"{self.source}: node {self.name!r} ({self.type}): its "
-                                                    f"parameter {key!r} broadcast to the shape of the others", budget)
+            check_declared_array(shape, np.float64, f"{self.where}: its parameter {key!r} broadcast to the shape of "
+                                                    "the others", budget)
         return {key: np.broadcast_to(v.astype(np.float64), shape).copy() for key, v in values.items()}
 
     def reset_mode(self) -> str:

@@ -42,6 +42,7 @@ from snnc.errors import FrontendError, SnncError
 from snnc.files import Budget, check_declared_array
 from snnc.frontend import time_step, verified
 from snnc.ir.graph import DEFAULT_DT
+from snnc.ir.printer import show_name
 from snnc.ir.serialize import decode_arrays
 
 #: snnc's operator domain: every IR operation by its name, parameters as attributes.
@@ -86,6 +87,7 @@ def from_onnx(model: onnx.ModelProto, source: str = "<onnx>", dt: float | None =
     neuron states (the last outputs being their next values, in the same order); by default the
     model's ``snnc.states`` metadata, else one fewer than the smaller of the input and output counts.
     """
+    _check_text(model, source)
     meta = {p.key: p.value for p in model.metadata_props}
     opset = _opset(model, source)
     dt = time_step(dt, "dt")
@@ -100,6 +102,22 @@ def from_onnx(model: onnx.ModelProto, source: str = "<onnx>", dt: float | None =
         states = _number(meta, META_STATES, int, source, max(0, fewest - 1))
     importer = _Importer(model.graph, source, graph, states, opset)
     return _annotated(importer.run(), _json(meta, META_ANNOTATIONS, source, None), importer.values, source)
+
+
+def _check_text(model: onnx.ModelProto, source: str) -> None:
+    """Refuse a name or metadata string that is not UTF-8: protobuf hands such a string field over
+    as bytes, which would become names of the IR's nodes."""
+    graph = model.graph
+    texts = [("the graph's name", graph.name), *(("the opset domain", o.domain) for o in model.opset_import)]
+    texts += [("metadata", text) for p in model.metadata_props for text in (p.key, p.value)]
+    texts += [("the tensor name", v.name) for v in (*graph.input, *graph.output, *graph.initializer)]
+    for node in graph.node:
+        texts += [(f"node {node.name!r:.60}", text) for text in (
+            node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute),
+            *(text for p in node.metadata_props for text in (p.key, p.value)))]
+    for where, text in texts:
+        if not isinstance(text, str):
+            raise FrontendError(f"{source}: {where} holds {text!r:.60}, which is not UTF-8 text")
 
 
 def _opset(model: onnx.ModelProto, source: str) -> int:
@@ -370,7 +388,7 @@ class _Importer:
 
     def error(self, node: onnx.NodeProto, message: str) -> FrontendError:
         name = node.name or next(iter(node.output), "")
-        return FrontendError(f"{self.source}: node {name!r} ({node.op_type}): {message}")
+        return FrontendError(f"{self.source}: node {name!r} ({show_name(node.op_type)}): {message}")
 
     # -- phase 1: interpret the graph
 
@@ -508,7 +526,8 @@ class _Importer:
                 raise self.error(node, "the size of what it computes on constants is unknown before it runs, so "
                                        "snnc does not run it")
             check_declared_array(tuple(d.dim_value for d in tensor.shape.dim), np.float64,
-                                 f"{self.source}: node {node.name or name!r} ({node.op_type}) output {name!r}", budget)
+                                 f"{self.source}: node {node.name or name!r} ({show_name(node.op_type)}) output "
+                                 f"{name!r}", budget)
         try:
             return ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
         except Exception as e:  # the reference evaluator raises whatever its numpy code meets
