@@ -56,20 +56,30 @@ def _number(kind: type, valid: Callable[[float], bool], wanted: str) -> Callable
 def _pass_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--passes", help="comma-separated passes to run instead of the target's pipeline")
     parser.add_argument("--weight-bits", type=int, choices=(2, 4, 8), help="bits of the quantized weights")
-    parser.add_argument("--quantization", choices=("entropy", "error", "minmax"), default="entropy",
+    parser.add_argument("--quantization", choices=("entropy", "error", "minmax"),
                         help="how quantization picks its scale (default entropy, QSD-style)")
-    parser.add_argument("--granularity", choices=("layer", "channel"), default="layer",
-                        help="one quantization scale per layer or per output channel")
+    parser.add_argument("--granularity", choices=("layer", "channel"),
+                        help="one quantization scale per layer (default) or per output channel")
     parser.add_argument("--sparsity", type=_number(float, lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1"),
                         help="prune this fraction of the weights by magnitude (0 up to, not including, 1)")
     parser.add_argument("--calibration", metavar="FILE", help="inputs (.npy/.npz) that passes measure spikes on")
+    parser.add_argument("--allow-lossy", action="store_true",
+                        help="clip parameters the target cannot hold, with a warning, instead of refusing them")
 
 
 def _options(args):
     from snnc.passes.pipeline import PassOptions
 
     return PassOptions(weight_bits=args.weight_bits, quantization=args.quantization, granularity=args.granularity,
-                       sparsity=args.sparsity, calibration=args.calibration)
+                       sparsity=args.sparsity, calibration=args.calibration, allow_lossy=args.allow_lossy)
+
+
+def _warn(reports: dict) -> None:
+    """Print the warnings the passes' reports hold (a parameter clipped under --allow-lossy), one
+    line each on stderr."""
+    for name, report in reports.items():
+        for warning in report.get("warnings", []):
+            print(f"snnc: warning: {name}: {warning}", file=sys.stderr)
 
 
 #: The model formats that take each model flag (load_model): NIR stores neither a time step nor a
@@ -153,8 +163,10 @@ def cmd_inspect(args) -> int:
     if passes:
         from snnc.passes import PassManager
 
+        manager = PassManager(passes)
         with _progress(args, "lowering") as bar:
-            graph = PassManager(passes).run(graph, progress=bar)
+            graph = manager.run(graph, progress=bar)
+        _warn(manager.reports)
     if args.mapping:
         from snnc.passes.mapping import mapping_text
 
@@ -252,6 +264,7 @@ def cmd_compile(args) -> int:
     with _progress(args, "compiling") as bar:
         out = compile_graph(graph, args.target, Path(args.model), Path(args.output), _pass_names(args.passes), dump,
                             _options(args), progress=bar)
+    _warn(json.loads((out / "passes.json").read_text()))
     if args.json:
         _print_json(_compile_summary(args, target, graph, out))
     else:
@@ -479,10 +492,10 @@ def cmd_targets(args) -> int:
 
 
 def cmd_passes(args) -> int:
-    from snnc.passes.pipeline import PASSES
+    from snnc.passes.pipeline import REGISTRY, flag
 
-    listed = [{"name": name, "doc": cls.__doc__.strip().splitlines()[0],
-               "options": ["--" + field.replace("_", "-") for field in reads]} for name, (cls, reads) in PASSES.items()]
+    listed = [{"name": name, "doc": entry.kind.__doc__.strip().splitlines()[0],
+               "options": [flag(option) for option in entry.reads]} for name, entry in REGISTRY.items()]
     if args.format == "json":
         _print_json({"passes": listed})
         return 0

@@ -225,4 +225,4 @@ def test_inspect_shows_how_each_node_was_lowered(tmp_path, nir_paper):
     row = next(line.split() for line in table if line.split()[:1] == ["3->6"])
     assert row[1:4] == ["Affine", "Sparse", "synapse_2"] and row[4:] == ["4,", "5"]  # the pooling and the conv
     assert any(line.split()[:3] == ["12", "IF", "LIF"] for line in table)
-    assert '@fused_from=["4","5"]' in text
+    assert '@fused_from=[4, 5]' in text  # inspect summarises annotations (c38ed9f)

@@ -1,7 +1,9 @@
 """Map a population-form graph onto Loihi's integers, as Lava's bit-accurate models take them.
 
-For each neuron population the pass picks a state scale (integer state per unit of the IR's v) from
-the threshold, the synapses and the target's number formats, then writes every parameter as the
+For each neuron population the pass picks a state scale (integer state per unit of the IR's v): the
+largest that holds its weights, biases and threshold together in the target's number formats (a
+parameter that no scale holds is refused, or clipped with a warning under ``--allow-lossy``:
+``QuantizePopulations.fit``). Then it writes every parameter as the
 integers of Lava's LIF (du, dv, vth, bias_mant, bias_exp) and Dense/DelayDense (weights,
 weight_exp, delays) into node annotations under ``"loihi"``. The graph's float parameters stay, so
 the float and fixed-point simulations run from the same IR. docs/semantics.md, section 6, gives the
@@ -37,6 +39,12 @@ def _uniform(node, name: str, values: np.ndarray) -> float:
     return float(flat[0])
 
 
+def _largest_scale(values: np.ndarray, low: float, high: float) -> float:
+    """The largest s with low <= values * s <= high (infinite for values all 0)."""
+    top, bottom = values.max(initial=0.0), values.min(initial=0.0)
+    return min(high / top if top > 0 else math.inf, low / bottom if bottom < 0 else math.inf)
+
+
 def _power_of_two_exponent(value: float, limit: float) -> int:
     """The smallest e with value / 2**e <= limit."""
     return 0 if value <= 0 else math.ceil(math.log2(value / limit))
@@ -59,35 +67,42 @@ class QuantizeLoihi(QuantizePopulations):
         threshold = per_neuron(d.v_threshold)
         if np.any(threshold <= 0):
             raise IRError(node.name, "has a threshold <= 0, which Loihi's unsigned threshold cannot hold")
-        v_decay = _uniform(node, "v_decay", d.v_decay)
+        v_decay = float(self.fit(node.name, "v_decay", per_neuron(_uniform(node, "v_decay", d.v_decay)), 0.0, 1.0)[0])
         current = d.i_decay is not None
         i_decay = _uniform(node, "i_decay", d.i_decay) if current else 0.0
         if current and i_decay >= 1:
             raise IRError(node.name, "has a synaptic current that never decays, which Loihi's u cannot hold")
+        if current:
+            i_decay = float(self.fit(node.name, "i_decay", per_neuron(i_decay), 0.0, 1.0)[0])
         # The gain from a synapse's output to v; a constant synaptic input b adds gain * b / (1 - i_decay)
         # to v in the steady state, which is how synapse biases fold into the neuron's bias.
         gain = per_neuron(d.v_gain) * (per_neuron(d.i_gain) if current else 1.0)
         bias_gain = gain / (1.0 - i_decay)
         synapses = graph.predecessors(node.name)
-        weights = {s: graph[s].op.weight.astype(np.float64) * gain[:, None] / threshold[:, None] for s in synapses}
         bias = per_neuron(d.bias) / threshold
         for s in synapses:
             if graph[s].op.bias is not None:
                 bias = bias + graph[s].op.bias.ravel() * bias_gain / threshold
-
-        # vth is at most the largest integer for which (a) every group's strongest synapse fits its
-        # mantissa with the largest weight exponent and (b) one step of every input at once stays
-        # inside the 24-bit v.
-        unity = 1 << ACTIVATION_SHIFT
-        swing = max(float((sum(np.abs(w).sum(axis=1) for w in weights.values()) + np.abs(bias)).max()), 1.0)
-        limits = [(1 << formats["threshold_mantissa_bits"]) - 1,
-                  ((1 << (formats["v_bits"] - 1)) - 1) // (unity * (1 + swing))]
         steps = self._quantized_steps(graph, synapses, gain / threshold)
         tops = {s: 2 ** (graph[s].annotations["quant"]["bits"] - 1) - 1 if s in steps else MANTISSA_MAX
                 for s in synapses}
-        for s, w in weights.items():
-            if np.any(w):
-                limits.append(tops[s] * WEIGHT_STEP * (1 << formats["weight_exponent_max"]) / np.abs(w).max())
+
+        # In units of v_threshold, vth = 1 holds the most: integer v is 64 vth per threshold, a
+        # synapse is 2 x its mantissa x 2^(largest weight exponent) of it, a bias its 13-bit mantissa
+        # x 2^(largest bias exponent). vth is then the largest integer that holds every weight and
+        # bias, within the threshold's mantissa, with one step of every input at once inside the 24-bit v.
+        unity = 1 << ACTIVATION_SHIFT
+        reach = WEIGHT_STEP << formats["weight_exponent_max"]
+        weight_range = {s: (-(tops[s] + 1) * reach, tops[s] * reach) for s in synapses}
+        weights = {s: self.fit(s, "weight", graph[s].op.weight * gain[:, None] / threshold[:, None], *weight_range[s],
+                               " thresholds per spike", "synapses", graph[s].op.weight) for s in synapses}
+        half, shift = 1 << (formats["bias_mantissa_bits"] - 1), formats["bias_exponent_max"]
+        bias_range = (-half << shift) / unity, ((half - 1) << shift) / unity
+        bias = self.fit(node.name, "bias", bias, *bias_range, " thresholds per step", given=bias * threshold)
+        swing = max(float((sum(np.abs(w).sum(axis=1) for w in weights.values()) + np.abs(bias)).max()), 1.0)
+        limits = [(1 << formats["threshold_mantissa_bits"]) - 1,
+                  ((1 << (formats["v_bits"] - 1)) - 1) // (unity * (1 + swing)),
+                  _largest_scale(bias, *bias_range), *(_largest_scale(weights[s], *weight_range[s]) for s in synapses)]
         vth = self._threshold(weights, steps, tops, max(int(min(limits)), 1))
         state_scale = vth * unity  # integer v per unit of v / v_threshold
 
@@ -99,8 +114,6 @@ class QuantizeLoihi(QuantizePopulations):
         bias_exp = np.array([_power_of_two_exponent(abs(b), (1 << (formats["bias_mantissa_bits"] - 1)) - 1)
                              for b in bias_int], dtype=np.int64).clip(0, formats["bias_exponent_max"])
         bias_mant = np.rint(bias_int / (1 << bias_exp)).astype(np.int64)
-        mantissa_limit = (1 << (formats["bias_mantissa_bits"] - 1))
-        bias_mant = bias_mant.clip(-mantissa_limit, mantissa_limit - 1)
         node.annotations["loihi"] = {"du": du, "dv": dv, "vth": vth, "bias_mant": bias_mant, "bias_exp": bias_exp}
         report = {"vth": vth, "state_scale_per_unit_threshold": state_scale, "du": du, "dv": dv,
                   "v_decay": {"float": v_decay, "fixed": (DECAY_UNITY - dv) / DECAY_UNITY},
@@ -126,7 +139,8 @@ class QuantizeLoihi(QuantizePopulations):
             if not np.array_equal(graph[s].op.weight, quant["mantissa"] * scale[:, None]):
                 raise IRError(s, "its weights are no longer its quantization (annotation 'quant'); run "
                                  "quantize-weights after every pass that changes weights")
-            step = (scale * units)[np.any(quant["mantissa"] != 0, axis=1)]
+            # a row that never reaches v (no mantissa, or a gain of 0) has no step to keep
+            step = (scale * units)[np.any(quant["mantissa"] != 0, axis=1) & (units != 0)]
             if step.size and np.allclose(step, step[0], rtol=1e-12, atol=0.0):
                 steps[s] = float(step[0])
         return steps
@@ -157,14 +171,17 @@ class QuantizeLoihi(QuantizePopulations):
     def _lava_weights(self, scaled: np.ndarray, top: int) -> tuple[np.ndarray, int, float]:
         """A synapse matrix in units of integer v as Lava's mantissas and weight exponent: the smallest
         exponent whose rounded mantissas fit ``[-top - 1, top]`` (8 bits, or the bits of a quantized
-        group). Returns the mantissas, the exponent and the largest error in units of integer v."""
+        group). Returns the mantissas, the exponent and the largest error in units of integer v.
+        ``population`` chose vth so that the largest exponent holds every weight."""
         formats = self.target.formats
         high, low = scaled.max(initial=0.0), scaled.min(initial=0.0)
         for exponent in range(formats["weight_exponent_min"], formats["weight_exponent_max"] + 1):
             step = WEIGHT_STEP * (1 << ACTIVATION_SHIFT) * 2.0 ** exponent
             if np.rint(high / step) <= top and np.rint(low / step) >= -top - 1:
                 break
-        mantissa = np.clip(np.rint(scaled / step), -MANTISSA_MAX - 1, MANTISSA_MAX).astype(np.int64)
+        else:
+            raise RuntimeError(f"weights {low:.6g} to {high:.6g} (integer v) exceed every weight exponent at this vth")
+        mantissa = np.rint(scaled / step).astype(np.int64)
         return mantissa, exponent, float(np.abs(mantissa * step - scaled).max(initial=0.0))
 
     def _synapse(self, node, scaled: np.ndarray, state_scale: int, top: int) -> dict:

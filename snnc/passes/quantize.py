@@ -37,6 +37,7 @@ from snnc.passes import Pass
 from snnc.passes.fuse import is_population_form
 from snnc.targets import Target
 
+#: The scale rules and granularities; the first of each is the default.
 METHODS = ("entropy", "error", "minmax")
 GRANULARITIES = ("layer", "channel")
 #: The clip ratios the search tries: clip ranges of 1% to 100% of the largest |w|, in steps of 1%.
@@ -278,8 +279,9 @@ class QuantizeWeights(Pass):
 
     name = "quantize-weights"
 
-    def __init__(self, target: Target, bits: int | None = None, method: str = "entropy", granularity: str = "layer",
-                 calibration: str | None = None):
+    def __init__(self, target: Target, bits: int | None = None, method: str | None = None,
+                 granularity: str | None = None, calibration: str | None = None):
+        method, granularity = method or METHODS[0], granularity or GRANULARITIES[0]
         if bits is None:
             if "weight_bits" not in target.formats:
                 raise SnncError(f"--weight-bits: target {target.name} has no weight format; "

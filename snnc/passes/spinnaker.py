@@ -12,7 +12,9 @@ The float parameters stay, so the float and fixed-point simulations run from the
 The IR's v becomes sPyNNaker's V times a state scale k per population: the largest power of two
 that keeps every value the population can reach (synaptic inputs, the ring-buffer sums, the
 membrane's target ``alpha``, V itself) within half of s16.15's range, so nothing wraps, while the
-fixed 15 fractional bits resolve v as finely as they can.
+fixed 15 fractional bits resolve v as finely as they can. As k is any power of two, every weight,
+bias and threshold fits; what sPyNNaker cannot hold is a decay outside its formats, which is
+refused, or clipped with a warning under ``--allow-lossy`` (``QuantizePopulations.fit``).
 """
 
 from __future__ import annotations
@@ -71,9 +73,7 @@ class QuantizeSpiNNaker(QuantizePopulations):
         per_neuron = lambda a: np.broadcast_to(np.asarray(a, np.float64), node.output_shape).ravel()  # noqa: E731
         if d.reset == "subtract":
             raise IRError(node.name, "resets by subtraction; sPyNNaker's LIF models reset V to v_reset")
-        v_decay = per_neuron(d.v_decay)
-        if np.any((v_decay < 0) | (v_decay > 1)):
-            raise IRError(node.name, "has a v_decay outside [0, 1], which sPyNNaker's exp(-dt/tau_m) cannot hold")
+        v_decay = self.fit(node.name, "v_decay", per_neuron(d.v_decay), 0.0, 1.0)  # exp(-dt/tau_m)
         exp_tc = np.rint(v_decay * ONE).astype(np.int64)
         leaky = exp_tc < ONE
         current = d.i_decay is not None
@@ -93,11 +93,9 @@ class QuantizeSpiNNaker(QuantizePopulations):
         leak = np.ones_like(v_decay) if model == "IF_trunc_delta" else 1.0 - exp_tc / ONE
         gain = per_neuron(d.v_gain) * (per_neuron(d.i_gain) if current else 1.0)
         if current:
-            i_decay = per_neuron(d.i_decay)
-            if np.any((i_decay <= 0) | (i_decay >= 1)):
-                raise IRError(node.name, "has an i_decay outside (0, 1), which sPyNNaker's exp(-dt/tau_syn) "
-                                         "cannot hold")
-            decay = np.minimum(np.rint(i_decay * U032_ONE), U032_ONE - 1)
+            # exp(-dt/tau_syn) as u0.32: 0 and 1 are no decay sPyNNaker's synapse shaping can take
+            i_decay = self.fit(node.name, "i_decay", per_neuron(d.i_decay), 1 / U032_ONE, 1 - 1 / U032_ONE)
+            decay = np.rint(i_decay * U032_ONE)
             # exp_synapse_utils.h decay_and_init: init = (tau_syn / ts) * (1 - decay), tau_syn = -ts / ln(decay)
             init = np.minimum(np.rint((1 - decay / U032_ONE) / -np.log(decay / U032_ONE) * U032_ONE), U032_ONE - 1)
             fixed.update(exc_decay=decay.astype(np.uint32), exc_init=init.astype(np.uint32),
