@@ -23,3 +23,10 @@ class FrontendError(SnncError):
 
 class ExportError(SnncError):
     """A graph that the requested format cannot express."""
+
+
+def shown(value, limit: int = 60) -> str:
+    """A value from a model as an error message shows it: its repr on one line (an array's spans
+    several; control characters in text are escaped), cut at ``limit`` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -74,6 +74,8 @@ def memory_budget() -> int:
 
 
 def _size(count: int) -> str:
+    if count >= 2**60:  # integer division: a declared size can exceed every float
+        return f"{count // 2**30} GiB"
     if count >= 2**30:
         return f"{count / 2**30:.1f} GiB"
     return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count} bytes"

@@ -94,12 +94,21 @@ NIR_CASES = {
     "input larger than the budget": (_field("in", "shape", np.array([1000, 1000])), "node 'in'", "memory budget"),
     "missing weight": (_field("fc", "weight", None), "node 'fc'", "'weight'"),
     "missing type": (_field("fc", "type", None), "node 'fc'", "NIR type"),
-    "type that is no text": (_field("fc", "type", np.array([1, 2])), "node 'fc'", "'type'"),
+    "type that is no text": (_field("fc", "type", np.ones((3, 3))), "node 'fc'", "'type'", "array([[1., 1., 1.],"),
     "type with control characters": (_field("fc", "type", "Spl\x1b[2J\nine"), "node 'fc' (\"Spl\\u001b[2J\\nine\")",
                                      "unsupported NIR type"),
     "text that is not UTF-8": (_field("fc", "type", np.bytes_(b"\xff")), "node 'fc', field 'type'", "UTF-8"),
     "fractional stride": (_nir_node("fc", {"type": "Conv1d", "weight": np.ones((2, 3, 1)), "stride": 1.5}),
                           "node 'fc'", "stride", "whole numbers"),
+    "'same' padding at stride 0": (_nir_node("fc", {"type": "Conv1d", "weight": np.ones((2, 3, 1)), "stride": 0,
+                                                "padding": "same"}), "node 'fc'", "stride"),
+    "'same' padding at stride 0 for a recorded input size": (
+        _nir_node("fc", {"type": "Conv1d", "weight": np.ones((2, 3, 1)), "stride": 0, "padding": "same",
+                         "input_shape": np.array([4])}), "node 'fc'", "stride"),
+    "'same' padding of a weight with too few dimensions": (
+        _nir_node("fc", {"type": "Conv1d", "weight": np.ones((2, 3)), "padding": "same"}), "node 'fc'", "weight"),
+    "time constant so small that dt / tau overflows": (_field("lif", "tau", np.full(2, 1e-320)), "node 'lif'",
+                                                       "NaN or infinite"),
     "text start_dim": (_nir_node("fc", {"type": "Flatten", "start_dim": "x", "end_dim": 0}), "node 'fc'", "start_dim"),
     "three-element pooling kernel": (_nir_node("fc", {"type": "SumPool2d", "kernel_size": np.array([1, 1, 1]),
                                                   "stride": np.array([1, 1])}), "node 'fc'", "kernel_size"),
@@ -111,6 +120,7 @@ NIR_CASES = {
     "edges that are not pairs": (lambda tree: tree.__setitem__("edges", np.array([1, 2, 3])), "'edges'", "pairs"),
     "text dt": (lambda tree: tree.__setitem__("metadata", {"dt": "fast"}), "metadata dt", "> 0"),
     "nan dt": (lambda tree: tree.__setitem__("metadata", {"dt": np.nan}), "metadata dt=nan"),
+    "dt of many values": (lambda tree: tree.__setitem__("metadata", {"dt": np.ones((3, 3))}), "metadata dt=array("),
     "metadata that is no group": (lambda tree: tree.__setitem__("metadata", 5), "'metadata'", "group"),
     "reset mode that is no text": (lambda tree: tree["nodes"]["lif"].__setitem__("metadata", {"reset": 1}),
                                    "node 'lif'", "reset"),
@@ -387,6 +397,10 @@ GRAPH_CASES = {
         _graph([helper.make_node("If", ["c"], ["k"], name="k", then_branch=_branch(), else_branch=_branch()),
                 _onnx_node("Add", ["x", "k"])], [_tensor("x", 1, 3)], [_constant("c", np.array(True))]),
         "node 'k' (If)", "subgraphs"),
+    "division by a zero constant": (
+        _graph([helper.make_node("Gemm", ["x", "w"], ["h"], name="h", transB=1), _onnx_node("Div", ["h", "zero"])],
+               [_tensor("x", 1, 3)], [_constant("w", np.ones((3, 3))), _constant("zero", np.zeros(()))]),
+        "node 'h'", "weight holds NaN or infinite"),
     "fractional ai.snnc attribute": (
         _graph([_onnx_node("Flatten", ["x"], domain=DOMAIN, start_dim=0.5)], [_tensor("x", 1, 3)], domains=[DOMAIN]),
         "node 'y' (Flatten)", "start_dim", "whole numbers"),
@@ -500,8 +514,9 @@ def test_verifier_refuses_an_out_shape_of_negative_sizes():
         ir.verify(_graph_with(ir.Affine(weight=np.ones((2, 3)), out_shape=(-2, -1))))
 
 
-def test_verifier_refuses_a_node_whose_output_exceeds_the_budget():
+@pytest.mark.parametrize("shape", [(1000, 1000), (2**40,) * 30], ids=["8 MB", "more bytes than a float holds"])
+def test_verifier_refuses_a_node_whose_output_exceeds_the_budget(shape):
     graph = _graph_with(ir.Flatten())
-    graph["in"].op = ir.Input(shape=(1000, 1000))
+    graph["in"].op = ir.Input(shape=shape)
     with pytest.raises(IRError, match="node 'in': .*memory budget"):
         ir.verify(graph)

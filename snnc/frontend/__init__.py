@@ -6,7 +6,7 @@ import math
 import numbers
 from pathlib import Path
 
-from snnc.errors import FrontendError, IRError
+from snnc.errors import FrontendError, IRError, shown
 from snnc.ir import Graph, load, verify
 
 #: What ``load_model`` reads, by suffix.
@@ -49,8 +49,8 @@ def time_step(value, where: str) -> float | None:
         return None
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
         return float(value)
-    shown = repr(value) if isinstance(value, (str, bytes)) else value
-    raise FrontendError(f"{where}={shown}: the time step must be a finite number of seconds > 0")
+    text = value if isinstance(value, numbers.Real) and not isinstance(value, bool) else shown(value)
+    raise FrontendError(f"{where}={text}: the time step must be a finite number of seconds > 0")
 
 
 def verified(graph: Graph, source: str) -> Graph:

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from snnc import ir
-from snnc.errors import FrontendError
+from snnc.errors import FrontendError, shown
 from snnc.files import Budget, check_declared_array
 from snnc.frontend import time_step, verified
 from snnc.ir.graph import DEFAULT_DT
@@ -177,7 +177,7 @@ def _edges(graph: dict, prefix: str, source: str) -> list[tuple[str, str]]:
     pairs = graph.get("edges", [])
     array = np.asarray(pairs, dtype=object) if not isinstance(pairs, (dict, str)) else np.array([None])
     if array.size % 2 or not all(isinstance(n, str) for n in array.ravel()):
-        raise FrontendError(f"{source}: the field 'edges'{where} must be pairs of node names, got {pairs!r:.80}")
+        raise FrontendError(f"{source}: the field 'edges'{where} must be pairs of node names, got {shown(pairs)}")
     edges = [(s, t) for s, t in array.reshape(-1, 2)]
     named = {n for edge in edges for n in edge}
     unnamed = [n for n in nodes if n not in named and nodes[n].get("type") not in _PORTS]
@@ -201,7 +201,7 @@ def _type(node, name: str, source: str) -> str:
     if not isinstance(node, dict) or "type" not in node:
         raise FrontendError(f"{source}: node {name!r} has no NIR type")
     if not isinstance(node["type"], str):
-        raise FrontendError(f"{source}: node {name!r}: its field 'type' must be a string, got {node['type']!r:.60}")
+        raise FrontendError(f"{source}: node {name!r}: its field 'type' must be a string, got {shown(node['type'])}")
     return node["type"]
 
 
@@ -223,7 +223,10 @@ def _convert(document: dict, source: str, name: str, dt: float | None, reset: st
         if node.type not in _CONVERTERS:
             raise node.error(f"unsupported NIR type; supported: {', '.join(sorted([*_CONVERTERS, 'NIRGraph']))}")
         try:
-            op = _CONVERTERS[node.type](node)
+            # an overflow (dt / tau for a tiny tau) gives a non-finite parameter that verify refuses by
+            # name; numpy's warning would only add lines to stderr
+            with np.errstate(all="ignore"):
+                op = _CONVERTERS[node.type](node)
         except ShapeError as e:  # a parameter that the operation refuses, as it names it
             raise node.error(str(e)) from None
         graph.add(node_name, op)
@@ -241,7 +244,7 @@ def _convert(document: dict, source: str, name: str, dt: float | None, reset: st
 def _metadata(fields: dict, source: str, where: str) -> dict:
     metadata = fields.get("metadata", {})
     if not isinstance(metadata, dict):
-        raise FrontendError(f"{source}: {where}: its field 'metadata' must be a group, got {metadata!s:.60}")
+        raise FrontendError(f"{source}: {where}: its field 'metadata' must be a group, got {shown(metadata)}")
     return metadata
 
 
@@ -352,6 +355,12 @@ class _PendingConv(ir.Op):
     def kind(self) -> str:
         return self.conv.kind
 
+    def check_arrays(self) -> None:
+        self.conv.check_arrays()
+
+    def validate(self) -> None:
+        self.conv.validate()
+
     def output_shape(self, input_shape: Shape) -> Shape:
         self.conv.padding = _same_padding(self.node, self.conv, input_shape[1:])
         return self.conv.output_shape(input_shape)
@@ -384,6 +393,7 @@ def _conv(cls: type[ir.Conv1d] | type[ir.Conv2d]) -> Callable[[_Node], ir.Op]:
                    padding=0 if named else padding, dilation=node.fields.get("dilation", 1),
                    groups=node.fields.get("groups", 1))
         if named and padding == "same":
+            conv.validate()  # before the padding divides by the stride
             size = node.fields.get("input_shape")
             if size is None:
                 return _PendingConv(conv=conv, node=node)

@@ -38,7 +38,7 @@ from onnx import TensorProto, defs, helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
 from snnc import ir
-from snnc.errors import FrontendError, SnncError
+from snnc.errors import FrontendError, SnncError, shown
 from snnc.files import Budget, check_declared_array
 from snnc.frontend import time_step, verified
 from snnc.ir.graph import DEFAULT_DT
@@ -101,7 +101,9 @@ def from_onnx(model: onnx.ModelProto, source: str = "<onnx>", dt: float | None =
         fewest = min(len(model.graph.input), len(model.graph.output))
         states = _number(meta, META_STATES, int, source, max(0, fewest - 1))
     importer = _Importer(model.graph, source, graph, states, opset)
-    return _annotated(importer.run(), _json(meta, META_ANNOTATIONS, source, None), importer.values, source)
+    with np.errstate(all="ignore"):  # a non-finite result is refused by verify, by name; a warning adds lines
+        imported = importer.run()
+    return _annotated(imported, _json(meta, META_ANNOTATIONS, source, None), importer.values, source)
 
 
 def _check_text(model: onnx.ModelProto, source: str) -> None:
@@ -112,12 +114,12 @@ def _check_text(model: onnx.ModelProto, source: str) -> None:
     texts += [("metadata", text) for p in model.metadata_props for text in (p.key, p.value)]
     texts += [("the tensor name", v.name) for v in (*graph.input, *graph.output, *graph.initializer)]
     for node in graph.node:
-        texts += [(f"node {node.name!r:.60}", text) for text in (
+        texts += [(f"node {shown(node.name)}", text) for text in (
             node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute),
             *(text for p in node.metadata_props for text in (p.key, p.value)))]
     for where, text in texts:
         if not isinstance(text, str):
-            raise FrontendError(f"{source}: {where} holds {text!r:.60}, which is not UTF-8 text")
+            raise FrontendError(f"{source}: {where} holds {shown(text)}, which is not UTF-8 text")
 
 
 def _opset(model: onnx.ModelProto, source: str) -> int:
@@ -142,7 +144,7 @@ def _number(meta: dict, key: str, kind: type, source: str, default):
         return kind(meta[key])
     except ValueError:
         what = "a number" if kind is float else "a whole number"
-        raise FrontendError(f"{source}: metadata {key}={meta[key]!r:.60} is not {what}") from None
+        raise FrontendError(f"{source}: metadata {key}={shown(meta[key])} is not {what}") from None
 
 
 def _json(meta: dict, key: str, source: str, default):
@@ -459,7 +461,7 @@ class _Importer:
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # what Python's parser raises
             scopes = None
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-            raise self.error(node, f"its metadata {NAME_SCOPES} is not a list of module names: {text!r:.60}")
+            raise self.error(node, f"its metadata {NAME_SCOPES} is not a list of module names: {shown(text)}")
         return scopes
 
     def _interpret(self, node: onnx.NodeProto) -> None:

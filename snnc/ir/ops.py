@@ -17,6 +17,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from snnc.errors import shown
+
 Shape = tuple[int, ...]
 
 
@@ -54,7 +56,7 @@ class Op:
             if value is None and "None" in field.type:
                 continue
             if not isinstance(value, np.ndarray):
-                raise ShapeError(f"{field.name} must be an array of numbers, got {type(value).__name__} {value!r:.60}")
+                raise ShapeError(f"{field.name} must be an array of numbers, got {type(value).__name__} {shown(value)}")
             if value.dtype.kind not in "biuf":
                 raise ShapeError(f"{field.name} has dtype {value.dtype}; give real numbers (bool, integer or float)")
             # min and max propagate NaN, and find infinities, without a temporary array of the weights' size
@@ -87,16 +89,17 @@ def whole_numbers(value, name: str) -> tuple[int, ...]:
         array = np.atleast_1d(np.asarray(value))
     except ValueError:  # ragged nesting
         array = np.array([None])
-    whole = array.dtype.kind in "iu" or array.dtype.kind == "f" and bool(np.all(np.isfinite(array) & (array == np.round(array))))
+    whole = array.dtype.kind in "iu" or \
+        array.dtype.kind == "f" and bool(np.all(np.isfinite(array) & (array == np.round(array))))
     if not whole:
-        raise ShapeError(f"{name} must be whole numbers, got {value!r:.60}")
+        raise ShapeError(f"{name} must be whole numbers, got {shown(value)}")
     return tuple(int(v) for v in array.ravel())
 
 
 def _integer(value, name: str) -> int:
     values = whole_numbers(value, name)
     if len(values) != 1:
-        raise ShapeError(f"{name} must be one whole number, got {value!r:.60}")
+        raise ShapeError(f"{name} must be one whole number, got {shown(value)}")
     return values[0]
 
 
