@@ -379,7 +379,13 @@ GRAPH_CASES = {
                [_constant("w", np.ones((3, 2, 1)))]),
         "node 'y' (Conv)", "stride"),
     "pooling without a kernel": (_graph([_onnx_node("MaxPool", ["x"])], [_tensor("x", 1, 2, 8, 8)]),
-                                 "node 'y' (MaxPool)", "2-D pooling"),
+                                 "node 'y' (MaxPool)", "opset 17", "kernel_shape"),
+    "attribute of the wrong type": (_graph([_onnx_node("Conv", ["x", "w"], pads=3)], [_tensor("x", 1, 2, 8)],
+                                           [_constant("w", np.ones((3, 2, 1)))]), "node 'y' (Conv)", "pads"),
+    "comparison of one input": (_graph([_onnx_node("Greater", ["x"])], [_tensor("x", 1, 3)]),
+                                "node 'y' (Greater)", "input size 1"),
+    "gemm of a vector": (_graph([_onnx_node("Gemm", ["x", "w"])], [_tensor("x", 1, 3)], [_constant("w", np.ones(3))]),
+                         "node 'y' (Gemm)", "2-D weight"),
     "concatenation along an axis the input lacks": (
         _graph([_onnx_node("Concat", ["x", "x"], axis=5)], [_tensor("x", 1, 3)]), "node 'y' (Concat)", "axis=5"),
     "batch normalization in training mode": (

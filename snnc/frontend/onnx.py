@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, defs, helper, numpy_helper, shape_inference
+from onnx import TensorProto, checker, defs, helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
 from snnc import ir
@@ -366,6 +366,9 @@ class _Importer:
     def __init__(self, onnx_graph: onnx.GraphProto, source: str, graph: ir.Graph, states: int, opset: int):
         self.onnx, self.source, self.graph, self.opset = onnx_graph, source, graph, opset
         self.budget = Budget()  # what the model's tensors and computed constants may take in all
+        self.checker = checker.C.CheckerContext()  # standard nodes are checked against their schema
+        self.checker.ir_version = onnx.IR_VERSION
+        self.checker.opset_imports = {"": opset}
         self.values: dict[str, np.ndarray | _Expr] = {}
         self.indicators: list[_Indicator] = []
         self.layers: dict[str, _Layer] = {}
@@ -468,6 +471,12 @@ class _Importer:
         if node.domain not in ("", DOMAIN):
             raise self.error(node, f"operator domain {node.domain!r} is not read; snnc reads standard ONNX "
                                    f"operators and the {DOMAIN} domain")
+        if node.domain == "" and defs.has(node.op_type):  # an unknown operator is refused by name below
+            try:
+                checker.check_node(node, self.checker)
+            except checker.ValidationError as e:  # inputs, outputs or attributes its schema does not allow
+                raise self.error(node, f"does not fit ONNX's {show_name(node.op_type)} at opset {self.opset} "
+                                       f"({shown(str(e).splitlines()[0], 200)})") from None
         missing = [name for name in node.input if name and name not in self.values]
         if missing:
             raise self.error(node, f"its input {missing[0]!r} is no graph input, initializer or output of an "
@@ -677,6 +686,8 @@ class _Importer:
             if attrs.get("transA", 0) or len(x.shape) != 2:
                 raise self.error(node, f"needs an input (batch, features) that is not transposed, got {x.shape}")
             b = np.asarray(args[1], np.float64)
+            if b.ndim != 2:
+                raise self.error(node, f"needs a 2-D weight, got shape {b.shape}")
             weight = (b if attrs.get("transB", 0) else b.T) * attrs.get("alpha", 1.0)
             bias = None if len(args) < 3 or args[2] is None else \
                 np.broadcast_to(np.asarray(args[2], np.float64) * attrs.get("beta", 1.0), weight.shape[:1]).copy()
@@ -714,7 +725,7 @@ class _Importer:
         return tuple(pads[:n])
 
     def _pool(self, node, attrs, x: _Expr) -> _Expr:
-        kernel = tuple(attrs.get("kernel_shape", ()))
+        kernel = tuple(attrs["kernel_shape"])
         if len(kernel) != 2 or attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", [1, 1])):
             raise self.error(node, "only 2-D pooling without ceil_mode or dilation is supported")
         pads = self._pads(node, attrs, 2)
@@ -733,7 +744,7 @@ class _Importer:
         if len(args) == 1:  # torch.stack of one step
             return args[0]
         rank = len(args[0].shape) if isinstance(args[0], _Expr) else 0
-        axis = attrs.get("axis", rank)
+        axis = attrs["axis"]
         if not -rank <= axis < rank:
             raise self.error(node, f"axis={axis} is not an axis of its input of shape {args[0].shape}")
         axis %= rank
