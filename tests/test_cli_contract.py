@@ -12,7 +12,7 @@ import pytest
 from snnc import ir
 from snnc.cli import main
 from snnc.frontend import FORMATS
-from snnc.passes.pipeline import PASSES, REGISTRY, PassOptions
+from snnc.passes.pipeline import REGISTRY, PassOptions
 from snnc.targets import available_targets, load_target
 
 from graphs import chain, conv_net, lif, mlp, recurrent_mlp, spikes
@@ -257,17 +257,18 @@ def test_passes_lists_every_pass_with_its_doc_and_options(capsys):
     listed = json.loads(capsys.readouterr().out)["passes"]
     assert [entry["name"] for entry in listed] == list(REGISTRY)
     for entry in listed:
-        cls, reads = PASSES[entry["name"]]
-        assert cls.name == entry["name"] and entry["doc"] == cls.__doc__.strip().splitlines()[0] and entry["doc"]
-        assert entry["options"] == ["--" + field.replace("_", "-") for field in reads]
+        registered = REGISTRY[entry["name"]]
+        doc = registered.kind.__doc__.strip().splitlines()[0]
+        assert registered.kind.name == entry["name"] and entry["doc"] == doc and doc
+        assert entry["options"] == ["--" + field.replace("_", "-") for field in registered.reads]
     assert main(["passes"]) == 0
     text = capsys.readouterr().out
     assert all(f"{entry['name']}  " in text and entry["doc"] in text for entry in listed)
     assert "options: --weight-bits, --quantization, --granularity, --calibration" in text
 
 
-def test_the_options_a_pass_is_listed_with_are_those_its_factory_reads():
-    """``snnc passes`` lists PASSES; this holds it to what REGISTRY hands each pass."""
+def test_the_options_a_pass_is_listed_with_are_those_its_build_reads():
+    """``snnc passes`` lists each pass's ``reads``; this holds them to what its ``build`` reads."""
 
     class Recording(PassOptions):
         def __getattribute__(self, field):
@@ -275,13 +276,13 @@ def test_the_options_a_pass_is_listed_with_are_those_its_factory_reads():
                 object.__getattribute__(self, "read").append(field)
             return object.__getattribute__(self, field)
 
-    for name, factory in REGISTRY.items():
+    for name, registered in REGISTRY.items():
         target = load_target(next(t for t in available_targets() if name in load_target(t).pipeline))
         options = Recording()
         options.read = []
-        made = factory(target, options)
-        assert type(made) is PASSES[name][0]
-        assert tuple(dict.fromkeys(options.read)) == PASSES[name][1], name
+        made = registered.build(target, options)
+        assert type(made) is registered.kind
+        assert tuple(dict.fromkeys(options.read)) == registered.reads, name
 
 
 def test_inspect_lines_summarise_annotations_instead_of_dumping_json(work, capsys):
