@@ -7,8 +7,8 @@ parameters that the IR does not hold as they are, loaded with ``allow_pickle=Fal
 parameters the runner reads from ``model.snnir``, the IR the artifact holds anyway: a dense
 network's weights are written once) and ``run_lava.py`` (the runner). No model text reaches the
 generated code as code: identifiers are generated, names and numbers are written by
-``codegen.literal``, and the ``loihi`` annotations are checked against the ranges of the target the
-artifact is compiled for (``fields``) before the program is written.
+``codegen.literal``, and the graph is checked against the ``loihi`` contract
+(``snnc.ir.contracts``) for the target the artifact is compiled for before the program is written.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import numpy as np
 
 import snnc
 from snnc.backends.artifact import IR_FILE, TARGET_FILE, ArtifactWriter
-from snnc.backends.codegen import Field, GeneratedProgram, literal
+from snnc.backends.codegen import GeneratedProgram, literal
 from snnc.errors import SnncError
-from snnc.ir import NEURONS, Affine, Graph, Output
+from snnc.ir import NEURONS, Affine, Graph
 from snnc.ir.serialize import array_members
-from snnc.passes.loihi import WEIGHT_STEP
 from snnc.targets import Target, parse_target
 
 RUNNER = Path(__file__).with_name("lava_runner.py")
@@ -33,35 +32,16 @@ RUNNER = Path(__file__).with_name("lava_runner.py")
 SPARSE_DENSITY = 0.25
 
 
-def fields(formats: dict[str, int]) -> dict[str, dict[str, Field]]:
-    """The fields of a population's and a synapse group's ``loihi`` annotation, with the ranges of
-    Lava's formats (the target's ``[formats]``): what quantize-loihi writes and Lava holds unchanged."""
-    decay = Field(0, (1 << formats["decay_bits"]) - 1)
-    bias = 1 << (formats["bias_mantissa_bits"] - 1)
-    weight = 1 << formats["weight_bits"]
-    return {"population": {"du": decay, "dv": decay, "vth": Field(0, (1 << formats["threshold_mantissa_bits"]) - 1),
-                           "bias_mant": Field(-bias, bias - 1, "neurons"),
-                           "bias_exp": Field(0, formats["bias_exponent_max"], "neurons")},
-            # Every sign mode of Lava's Dense keeps even weights in this range as they are.
-            "synapse": {"weights": Field(-weight, weight - WEIGHT_STEP, "synapses", step=WEIGHT_STEP),
-                        "weight_exp": Field(formats["weight_exponent_min"], formats["weight_exponent_max"]),
-                        "delays": Field(0, formats["max_delay"], "synapses", optional=True)}}
-
-
 class _Program(GeneratedProgram):
     arithmetic = "loihi"
     needs = "the Lava backend (pass quantize-loihi)"
 
     def __init__(self, graph: Graph, target: Target):
-        self.kinds = fields(target.formats)
-        super().__init__(graph)
+        super().__init__(graph, target)
         #: parameters for params.npz, and those the IR file holds as they are (key -> its member there)
         self.params: dict[str, np.ndarray] = {}
         self.in_ir: dict[str, str] = {}
         self.ir_members = array_members(graph)
-
-    def fields(self, node, fixed: dict) -> dict[str, Field]:
-        return self.kinds["synapse" if isinstance(node.op, Affine) else "population"]
 
     def parameter(self, key: str, array: np.ndarray) -> None:
         member = self.ir_members.get(id(array))
@@ -194,9 +174,6 @@ def emit(graph: Graph, writer: ArtifactWriter) -> None:
         raise SnncError(f"the Lava program reads parameters from the artifact's {IR_FILE}: emit the IR first")
     if not writer.path(TARGET_FILE).is_file():
         raise SnncError(f"the Lava program is checked against the artifact's {TARGET_FILE}: copy the target first")
-    for node in graph:
-        if isinstance(node.op, Output) and len(graph.predecessors(node.name)) != 1:
-            raise SnncError(f"node {node.name!r}: a Lava output sink reads one population")
     program = _Program(graph, parse_target(writer.path(TARGET_FILE)))
     writer.path("network.py").write_text(program.emit())
     np.savez(writer.path("params.npz"), **program.params)

@@ -7,13 +7,11 @@ from typing import ClassVar
 import numpy as np
 
 from snnc.errors import IRError
-from snnc.ir import IF, LIF, CubaLIF, Graph, Input, Output
+from snnc.ir import Graph, Input, Output
+from snnc.ir.contracts import SPIKING
 from snnc.passes import Pass
 from snnc.passes.fuse import is_population_form
 from snnc.targets import Target
-
-#: The neurons that every fixed-point target here runs.
-SPIKING = (LIF, IF, CubaLIF)
 
 
 class QuantizePopulations(Pass):

@@ -19,16 +19,15 @@ import numpy as np
 
 from snnc.errors import IRError
 from snnc.ir import Graph
+from snnc.ir.contracts import WEIGHT_STEP
 from snnc.passes.fixed_point import QuantizePopulations
 
 #: Lava's decays are 12-bit: a decay factor of (4096 - d) / 4096.
 DECAY_UNITY = 4096
 #: Lava left-shifts activations and thresholds by 6 bits to align them with the 24-bit state.
 ACTIVATION_SHIFT = 6
-#: Weights are written as 2 x an 8-bit signed mantissa: every Lava sign mode keeps even values in
-#: [-256, 254] unchanged (mixed mode truncates the lowest bit), so no weight is altered by Lava.
+#: Weights are written as WEIGHT_STEP x an 8-bit signed mantissa, which Lava keeps unchanged.
 MANTISSA_MAX = 127
-WEIGHT_STEP = 2
 
 
 def _uniform(node, name: str, values: np.ndarray) -> float:

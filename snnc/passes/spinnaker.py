@@ -25,12 +25,11 @@ import numpy as np
 
 from snnc.errors import IRError
 from snnc.ir import Graph
+from snnc.ir.contracts import U032_ONE
 from snnc.passes.fixed_point import QuantizePopulations
 
 #: s16.15 (``accum``, sPyNNaker's REAL): 1.0 is 2**15.
 ONE = 1 << 15
-#: u0.32 (``unsigned long fract``, sPyNNaker's decay_t): 1.0 is 2**32.
-U032_ONE = 1 << 32
 #: The pass keeps every state magnitude below this, half of s16.15's 2**16, as headroom for rounding.
 HEADROOM = 1 << 15
 

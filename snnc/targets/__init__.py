@@ -155,10 +155,12 @@ class Target:
         (0: delays are not limited). A Loihi synapse holds ``max_delay``; a sPyNNaker core holds
         ``max_delay`` ticks and each delay-extension stage ``max_delay`` more, where a delay of d
         steps takes d + 1 ticks (docs/semantics.md, section 7)."""
-        limit = self.formats.get("max_delay", 0)
         if self.arithmetic == "spinnaker":
-            return limit * (1 + self.formats["delay_extension_stages"]) - 1
-        return limit
+            # Imported here: listing targets needs no IR (numpy, networkx).
+            from snnc.ir.contracts import spinnaker_delay_ticks
+
+            return spinnaker_delay_ticks(self.formats) - 1
+        return self.formats.get("max_delay", 0)
 
     @property
     def cores_per_chip(self) -> int:

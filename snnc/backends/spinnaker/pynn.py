@@ -9,8 +9,8 @@ of the ``spinnaker`` annotations (docs/spinnaker.md, "PyNN script"): ``cm = tau_
 16-bit magnitudes times 2**(shift - 15) of their receptor type, delays in ms as ticks x dt, and
 ``max_expected_summed_weight`` so that sPyNNaker picks the ring-buffer shifts of the annotations.
 No model text reaches the generated code as code: identifiers are generated, names and numbers are
-written by ``codegen.literal``, and the ``spinnaker`` annotations are checked against the ranges of
-the target the artifact is compiled for (``fields``) before the script is written.
+written by ``codegen.literal``, and the graph is checked against the ``spinnaker`` contract
+(``snnc.ir.contracts``) for the target the artifact is compiled for before the script is written.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import numpy as np
 
 import snnc
 from snnc.backends.artifact import TARGET_FILE, ArtifactWriter
-from snnc.backends.codegen import Field, GeneratedProgram, literal
+from snnc.backends.codegen import GeneratedProgram, literal
 from snnc.errors import SnncError
-from snnc.ir import Affine, Graph, Output
-from snnc.passes.spinnaker import ONE, U032_ONE, membrane_tau_ms, synapse_tau_ms
+from snnc.ir import Graph
+from snnc.ir.contracts import RECEPTORS
+from snnc.passes.spinnaker import ONE, membrane_tau_ms, synapse_tau_ms
 from snnc.targets import Target, parse_target
 
 SCRIPT = "pynn_script.py"
@@ -32,39 +33,6 @@ DATA = "pynn_network.npz"
 RUNNER = Path(__file__).with_name("pynn_runner.py")
 #: The line of RUNNER from which on it is copied into every script.
 RUNNER_MARKER = "# -- the runner (the same for every network) --"
-#: The receptor types of sPyNNaker's current-based models, in the order of their ring-buffer shifts.
-RECEPTORS = ("excitatory", "inhibitory")
-#: sPyNNaker's current-based LIF models that quantize-spinnaker chooses from.
-MODELS = ("IF_curr_exp", "IF_curr_delta", "IF_trunc_delta")
-
-
-def population_fields(target: Target, model: str | None) -> dict[str, Field]:
-    """The fields of a population's ``spinnaker`` annotation for sPyNNaker's ``model`` (None: the
-    model alone, which is checked first), with the ranges of the target's formats: s16.15 values in
-    the state's bits, u0.32 decays, and ring-buffer shifts that keep a shifted weight in the state."""
-    formats = target.formats
-    state = 1 << (formats["state_bits"] - 1)
-    value, per_neuron = Field(-state, state - 1), Field(-state, state - 1, "neurons")
-    decay = Field(0, U032_ONE - 1, "neurons")
-    fields = {"model": Field(names=MODELS)}
-    if model is None:
-        return fields
-    fields.update(r_membrane=value, i_offset=per_neuron, v_reset=per_neuron, v_thresh=per_neuron,
-                  ring_buffer_shifts=Field(0, formats["state_bits"] - formats["weight_bits"], (len(RECEPTORS),)))
-    if model != "IF_trunc_delta":
-        fields.update(exp_tc=Field(0, (1 << formats["state_fraction_bits"]) - 1, "neurons"), v_rest=per_neuron)
-    if model == "IF_curr_exp":
-        fields.update(exc_decay=decay, exc_init=decay, inh_decay=decay, inh_init=decay)
-    else:
-        fields["input_scale"] = value
-    return fields
-
-
-def synapse_fields(target: Target) -> dict[str, Field]:
-    """The fields of a synapse group's ``spinnaker`` annotation: the target's weight magnitudes per
-    receptor type, and delays from 1 tick up to what its cores and delay extensions hold."""
-    weight = Field(0, (1 << target.formats["weight_bits"]) - 1, "synapses")
-    return {"excitatory": weight, "inhibitory": weight, "delays": Field(1, target.longest_delay + 1, "synapses")}
 
 
 def max_expected_summed_weight(shift: int) -> float:
@@ -111,20 +79,12 @@ class _Script(GeneratedProgram):
     needs = "the PyNN script (pass quantize-spinnaker)"
 
     def __init__(self, graph: Graph, target: Target):
-        self.kinds = {model: population_fields(target, model) for model in (*MODELS, None)}
-        self.kinds["synapse"] = synapse_fields(target)
-        super().__init__(graph)
+        super().__init__(graph, target)
         self.dt = graph.dt
         self.data: dict[str, np.ndarray] = {}
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.models: list[str] = []
-
-    def fields(self, node, fixed: dict) -> dict[str, Field]:
-        if isinstance(node.op, Affine):
-            return self.kinds["synapse"]
-        model = fixed.get("model")
-        return self.kinds[model if isinstance(model, str) and model in MODELS else None]
 
     def emit(self) -> str:
         graph = self.graph
@@ -240,9 +200,6 @@ def emit(graph: Graph, writer: ArtifactWriter) -> None:
     """Write the PyNN script of ``graph``, checked against the target the artifact holds."""
     if not writer.path(TARGET_FILE).is_file():
         raise SnncError(f"the PyNN script is checked against the artifact's {TARGET_FILE}: copy the target first")
-    for node in graph:
-        if isinstance(node.op, Output) and len(graph.predecessors(node.name)) != 1:
-            raise SnncError(f"node {node.name!r}: a PyNN output records one population")
     script = _Script(graph, parse_target(writer.path(TARGET_FILE)))
     runner = RUNNER.read_text()
     writer.path(SCRIPT).write_text(script.emit() + runner[runner.index(RUNNER_MARKER):])
