@@ -307,7 +307,7 @@ def cmd_run(args) -> int:
         _writable("--report", args.report, "a report", tuple(RENDERERS))
     graph = _load(args)
     _check_run_flags(args, graph)
-    simulator = Simulator(graph, dtype=np.dtype(args.precision or "float64"))
+    simulator = Simulator(graph, dtype=np.dtype(args.precision or "float64"), target=_compiled_target(args))
     with _about("--input", args.input):
         arrays = load_arrays(args.input)
     _check_run_size(args, simulator, arrays)
@@ -429,6 +429,16 @@ def _run_machine(args, simulator, inputs) -> tuple[dict, dict]:
     return outputs, machine_report(machine, parse_target(artifact.directory / TARGET_FILE), batch)
 
 
+def _compiled_target(args):
+    """The target an artifact was compiled for (its copy of the target file), or None for a model
+    file, whose graph names its target."""
+    from snnc.backends.artifact import TARGET_FILE
+    from snnc.targets import parse_target
+
+    compiled_for = Path(args.model) / TARGET_FILE
+    return parse_target(compiled_for) if compiled_for.is_file() else None
+
+
 def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
     """The cost report of this run on the graph's target, from the simulator's counts (also for
     --backend lava: the simulator is bit-exact with Lava, so its counts are Lava's).
@@ -436,7 +446,6 @@ def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
     The cost model reads populations and synapse matrices, so a graph not yet in that form is fused
     first; a graph that cannot be (MaxPool, Threshold) has no report, which is an error only when
     --report asked for one."""
-    from snnc.backends import TARGET_FILE
     from snnc.errors import IRError
     from snnc.passes import PassManager
     from snnc.passes.fuse import FuseSynapses, is_population_form
@@ -453,8 +462,7 @@ def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
         if args.report:
             raise SnncError(f"--report {args.report}: cannot count costs: {e}") from None
         return None, str(e)
-    compiled_for = Path(args.model) / TARGET_FILE
-    target = load_target(str(compiled_for) if compiled_for.is_file() else graph.metadata.get("target", "sim"))
+    target = simulator.target or load_target(graph.metadata.get("target", "sim"))
     cost = cost_model(populations, target, simulator.activity)
     raster = {name: p.spikes for name, p in simulator.activity.populations.items()}
     return build_report(cost, raster=raster), ""

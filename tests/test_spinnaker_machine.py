@@ -47,7 +47,7 @@ def machine_and_reference(graph, target, x):
     simulator = MachineSimulator(machine)
     ours = simulator.run({lowered.inputs[0]: x}, x.shape[1])
     ours.update({f"{node}:spikes": values for node, values in simulator.spikes.items()})
-    reference = simulate(lowered, x, probes=list(simulator.spikes))
+    reference = simulate(lowered, x, probes=list(simulator.spikes), target=target)
     reference = {name: values for name, values in reference.items() if ":" not in name or name.endswith(":spikes")}
     return ours, reference, simulator, machine
 

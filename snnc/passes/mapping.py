@@ -277,9 +277,9 @@ def _orders(network: _Network, limits: _Limits) -> dict[str, np.ndarray]:
     return orders
 
 
-def _rates(graph: Graph, calibration: str | None) -> tuple[dict[str, np.ndarray], dict]:
-    """Spikes per neuron per step of every Input and population: measured by running the graph on
-    the calibration inputs, else ``ESTIMATED_RATE`` everywhere."""
+def _rates(graph: Graph, calibration: str | None, target: Target) -> tuple[dict[str, np.ndarray], dict]:
+    """Spikes per neuron per step of every Input and population: measured by running the graph (on
+    ``target``'s arithmetic) on the calibration inputs, else ``ESTIMATED_RATE`` everywhere."""
     sources = [n.name for n in graph if isinstance(n.op, (Input, *NEURONS))]
     if calibration is None:
         return ({name: np.full(int(np.prod(graph[name].output_shape)), ESTIMATED_RATE) for name in sources},
@@ -287,7 +287,7 @@ def _rates(graph: Graph, calibration: str | None) -> tuple[dict[str, np.ndarray]
     from snnc.passes.quantize import Calibration
     from snnc.runtime.simulator import Simulator
 
-    simulator = Simulator(graph)
+    simulator = Simulator(graph, target=target)
     simulator.run(Calibration(graph, calibration).inputs, count=True)
     activity = simulator.activity
     return ({name: activity.populations[name].spikes.reshape(activity.steps, -1).sum(axis=0)
@@ -731,7 +731,7 @@ class MapCores(Pass):
         if not is_population_form(graph):
             raise IRError(None, "map-cores needs a graph in population form: run fuse-synapses first")
         target = self.target
-        rates, measured = _rates(graph, self.calibration)
+        rates, measured = _rates(graph, self.calibration, target)
         network = _read(graph, target, rates)
         layout = Layout.of(target)
         limits = _Limits(target.name, np.array([target.core[r] for r in RESOURCES], np.float64), index_bits(target))

@@ -5,7 +5,8 @@ integer weights summed over the spiking inputs, each delay's sum shifted by ``we
 one step after the spikes arrived (delay d: 1 + d steps). ``LoihiNeuron`` is Lava's LIF
 (``PyLifModelBitAcc``): 24-bit u that wraps, 24-bit v that saturates, 12-bit decays rounded toward
 zero, activations and threshold shifted left by 6, reset of v to 0. The arithmetic below follows
-Lava's code line by line; docs/semantics.md, section 6, states it as equations.
+Lava's code line by line; docs/semantics.md, section 6, states it as equations. The kernels read the
+``loihi`` annotations as the simulator checked them (``snnc.ir.contracts``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from snnc.errors import SnncError
 from snnc.runtime.kernels import Neuron, TappedSynapse
 from snnc.runtime.synaptic_sums import SynapticWeights, synaptic_sum
 
@@ -23,12 +23,6 @@ DECAY_UNITY = 1 << DECAY_SHIFT
 ACTIVATION_SHIFT = 6
 #: Lava's ds_offset and dm_offset: u's decay constant is du + 1, v's is dv.
 U_DECAY_OFFSET, V_DECAY_OFFSET = 1, 0
-
-
-def _annotation(node, key="loihi") -> dict:
-    if key not in node.annotations:
-        raise SnncError(f"node {node.name!r} has no Loihi parameters; compile it for a Loihi target")
-    return node.annotations[key]
 
 
 def _shift(values: np.ndarray, exponent: int) -> np.ndarray:
@@ -51,7 +45,7 @@ class LoihiSynapse(TappedSynapse):
     """
 
     def __init__(self, node, dtype, recurrent_input: bool):
-        fixed = _annotation(node)
+        fixed = node.annotations["loihi"]
         weights = np.asarray(fixed["weights"], dtype=np.int64)
         exponent = int(fixed["weight_exp"])
         largest_sum = int(np.abs(weights).sum(axis=1).max(initial=0))
@@ -137,7 +131,7 @@ class LoihiNeuron(Neuron):
 
     def __init__(self, node, dtype):
         super().__init__(node, dtype)
-        fixed = _annotation(node)
+        fixed = node.annotations["loihi"]
         shape = node.output_shape
         self.u_factor = _decay_factor(int(fixed["du"]) + U_DECAY_OFFSET)
         self.v_factor = _decay_factor(int(fixed["dv"]) + V_DECAY_OFFSET)

@@ -4,6 +4,11 @@ Nodes outside cycles run a whole sequence at a time, so numpy sees (batch x T) r
 nodes of a recurrent cycle run step by step, in schedule order, reading recurrent edges from the
 previous step. Both give the same result: the split only decides how much numpy work each Python
 call carries.
+
+A graph quantized for a fixed-point arithmetic runs that chip's integers, read from its annotations,
+which a ``.snnir`` file or an artifact may hold in any form: they are checked once, when the
+simulator is built, against the arithmetic's contract (``snnc.ir.contracts``) with the number
+formats of the graph's target. The kernels then read them unchecked, step after step.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from collections.abc import Iterable, Mapping
 import numba
 import numpy as np
 
-from snnc.errors import SnncError
+from snnc.errors import SnncError, shown
 from snnc.ir import Graph, verify
-from snnc.ir.ops import NEURONS, Affine, Input, Output
+from snnc.ir.contracts import check_fixed_point
+from snnc.ir.ops import NEURONS, Affine, Output
 from snnc.progress import Progress
 from snnc.runtime.activity import Activity, PopulationActivity
 from snnc.runtime.kernels import Neuron, make_kernel
+from snnc.targets import Target, available_targets, load_target
 
 
 #: Each fixed-point arithmetic: the module whose KERNELS are its (synapse, neuron) kernels, and the
@@ -40,39 +47,67 @@ def _only_spikes(values) -> bool:
     return others == 0
 
 
+def arithmetic_of(graph: Graph) -> str:
+    """The arithmetic the graph's metadata names (float if none), if the simulator runs it."""
+    arithmetic = graph.metadata.get("arithmetic", "float")
+    if not (isinstance(arithmetic, str) and (arithmetic == "float" or arithmetic in FIXED_POINT)):
+        raise SnncError(f"the graph is compiled for {shown(arithmetic)} arithmetic, which the simulator does not "
+                        f"run; it runs float, {', '.join(FIXED_POINT)}")
+    return arithmetic
+
+
+def fixed_point_target(graph: Graph, arithmetic: str, target: Target | None) -> Target:
+    """The target whose formats bound a graph quantized for ``arithmetic``: ``target`` (the
+    artifact's own), else the bundled target the graph's metadata names. A name that is no bundled
+    target is refused rather than read as a path, and so is a target of another arithmetic."""
+    if target is None:
+        name = graph.metadata.get("target")
+        if not (isinstance(name, str) and name in available_targets()):
+            raise SnncError(f"the graph is quantized for {arithmetic} arithmetic on target {shown(name)}, which is "
+                            f"not a bundled one ({', '.join(available_targets())}); run the artifact compiled for it, "
+                            "which holds its target.toml")
+        target = load_target(name)
+    if target.arithmetic != arithmetic:
+        raise SnncError(f"the graph is quantized for {arithmetic} arithmetic, but its target {target.name} has "
+                        f"{target.arithmetic} arithmetic; compile it for that target again")
+    return target
+
+
 class Simulator:
     """Runs a graph for T steps on a batch of inputs."""
 
-    def __init__(self, graph: Graph, dtype=np.float64, stepwise: bool = False):
+    def __init__(self, graph: Graph, dtype=np.float64, stepwise: bool = False, target: Target | None = None):
         """``stepwise`` runs every node step by step, as cycles run; tests use it to check that
-        both ways of running give the same result."""
+        both ways of running give the same result. ``target`` is the target a fixed-point graph
+        was compiled for (an artifact's ``target.toml``); without it, the bundled one the graph
+        names. The graph's annotations are checked against its formats here, once."""
         self.graph = verify(graph)
         self.stepwise = stepwise
-        self.arithmetic = graph.metadata.get("arithmetic", "float")
+        self.arithmetic = arithmetic_of(graph)
+        self.target = target
         if self.arithmetic == "float":
             self.dtype = np.dtype(dtype)
             self.kernels = {node.name: make_kernel(node, self.dtype) for node in graph}
-        elif self.arithmetic in FIXED_POINT:
+        else:
+            self.target = fixed_point_target(graph, self.arithmetic, target)
+            check_fixed_point(graph, self.target.formats)
             module, state_dtype = FIXED_POINT[self.arithmetic]
             self.dtype = np.dtype(state_dtype)
             synapse, neuron = importlib.import_module(module).KERNELS
             self.kernels = {node.name: self._fixed_point_kernel(node, synapse, neuron) for node in graph}
-        else:
-            raise SnncError(f"the graph is compiled for {self.arithmetic!r} arithmetic, which the simulator does not run")
         self.components = graph.strongly_connected_components()
         self.activity: Activity | None = None
 
     def _fixed_point_kernel(self, node, synapse, neuron):
+        """The kernel of a node of a checked fixed-point graph: a synapse group, a spiking
+        population, or an input or output, which passes spikes on."""
         graph = self.graph
         if isinstance(node.op, Affine):
             recurrent = any((p, node.name) in graph.recurrent_edges for p in graph.predecessors(node.name))
             return synapse(node, self.dtype, recurrent_input=recurrent)
         if isinstance(node.op, NEURONS):
             return neuron(node, self.dtype)
-        if isinstance(node.op, (Input, Output)):
-            return make_kernel(node, self.dtype)
-        raise SnncError(f"node {node.name!r}: {node.op.kind} has no {self.arithmetic} fixed-point kernel; "
-                        f"compile it for a {self.arithmetic} target")
+        return make_kernel(node, self.dtype)
 
     def check_inputs(self, inputs, steps: int | None = None) -> dict[str, np.ndarray]:
         """Inputs by node name, checked against the graph, cast, and padded or cut to ``steps``."""
@@ -270,6 +305,7 @@ class Simulator:
 
 
 def simulate(graph: Graph, inputs, steps: int | None = None, probes: Iterable[str] = (), dtype=np.float64,
-             stepwise: bool = False):
-    """Run ``graph`` on ``inputs`` (an array for a single input node, else a dict by name)."""
-    return Simulator(graph, dtype, stepwise).run(inputs, steps, probes)
+             stepwise: bool = False, target: Target | None = None):
+    """Run ``graph`` on ``inputs`` (an array for a single input node, else a dict by name), a
+    fixed-point graph on ``target`` (default: the bundled target it names)."""
+    return Simulator(graph, dtype, stepwise, target).run(inputs, steps, probes)

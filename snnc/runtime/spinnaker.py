@@ -58,21 +58,22 @@ int64 (``pack``): summed over a population's synapses they are the two shared ri
 which the neuron kernel saturates and shifts. Probes report ``exc`` and ``inh``, the synaptic inputs
 as sPyNNaker records gsyn_exc/gsyn_inh (read at the start of the update, before any shaping), and
 ``v``, V_membrane after the threshold and reset, all raw s16.15 in the population's state scale.
+The kernels read the ``spinnaker`` annotations as the simulator checked them (``snnc.ir.contracts``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from snnc.errors import SnncError
 from snnc.runtime.kernels import Neuron, TappedSynapse
 
 #: s16.15: 1.0 is 2**15.
 ACCUM_FRACTION_BITS = 15
 #: A ring-buffer slot holds 16 bits and saturates.
 RING_BUFFER_MAX = 0xFFFF
-#: The synapse kernels' output: the excitatory sum in the low 32 bits, the inhibitory one above
-#: (a population's total of 16-bit weights stays below 2**32 for any fan-in below 2**16).
+#: The synapse kernels' output: the excitatory sum in the low 32 bits, the inhibitory one above.
+#: Each synapse group's sums are saturated at RING_BUFFER_MAX first, so a population's totals stay
+#: below 2**31 for fewer than 2**15 synapse groups, whatever their fan-in.
 PACK_BITS = 32
 #: sPyNNaker's synapse types, in the order of their ring buffers and of the packed sums.
 SYNAPSE_TYPES = ("exc", "inh")
@@ -103,24 +104,21 @@ def unpack(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return packed & ((1 << PACK_BITS) - 1), np.right_shift(packed, PACK_BITS)
 
 
-def _annotation(node) -> dict:
-    if "spinnaker" not in node.annotations:
-        raise SnncError(f"node {node.name!r} has no SpiNNaker parameters; compile it for the spinnaker target")
-    return node.annotations["spinnaker"]
-
-
 class SpiNNakerSynapse(TappedSynapse):
     """One projection's 16-bit weights into the ring buffers: what reaches the neuron at step t left
     the source at step t - delay (delay >= 1 ticks, as sPyNNaker stores it).
 
     The excitatory and inhibitory matrices are stacked into one product; float64 holds its integer
-    sums exactly (they stay far below 2**53). A spike takes ``delay`` steps: ``delay - 1`` through
-    the taps plus one of latency, except on a recurrent edge, where the runner already delivers the
-    source's previous step; so a recurrent loop also takes ``delay`` ticks, as on SpiNNaker.
+    sums exactly (they stay far below 2**53). Each sum is saturated at the ring buffer's 16 bits
+    before it is packed: the slots saturate on every addition, and as every weight is >= 0, a
+    population's total saturates the same whether its groups' sums were saturated first or not. A
+    spike takes ``delay`` steps: ``delay - 1`` through the taps plus one of latency, except on a
+    recurrent edge, where the runner already delivers the source's previous step; so a recurrent
+    loop also takes ``delay`` ticks, as on SpiNNaker.
     """
 
     def __init__(self, node, dtype, recurrent_input: bool):
-        fixed = _annotation(node)
+        fixed = node.annotations["spinnaker"]
         weights = np.concatenate([fixed["excitatory"], fixed["inhibitory"]]).astype(np.float64)
         delays = np.tile(np.asarray(fixed["delays"], np.int64) - 1, (2, 1))
         super().__init__(node, dtype, weights, delays, latency=0 if recurrent_input else 1)
@@ -129,7 +127,7 @@ class SpiNNakerSynapse(TappedSynapse):
         return rows @ weights
 
     def finish(self, y):
-        sums = np.rint(y).astype(np.int64)
+        sums = np.minimum(np.rint(y), RING_BUFFER_MAX).astype(np.int64)
         size = sums.shape[-1] // 2
         return pack(sums[..., :size], sums[..., size:])
 
@@ -191,7 +189,7 @@ class SpiNNakerNeuron(Neuron):
 
     def __init__(self, node, dtype):
         super().__init__(node, dtype)
-        self.model = NeuronModel(_annotation(node), node.output_shape)
+        self.model = NeuronModel(node.annotations["spinnaker"], node.output_shape)
 
     def update(self, x):
         return self.model.step(self.state, *unpack(x))

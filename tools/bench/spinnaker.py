@@ -67,7 +67,7 @@ def measure(graph, target, steps: int, rng) -> dict:
     simulator = MachineSimulator(machine)
     ours = simulator.run(x, steps)
     running = time.perf_counter() - started
-    reference = Simulator(lowered).run(x, probes=list(simulator.spikes))
+    reference = Simulator(lowered, target=target).run(x, probes=list(simulator.spikes))
     ours.update({f"{node}:spikes": values for node, values in simulator.spikes.items()})
     compared = [name for name in reference if ":" not in name or name.endswith(":spikes")]
     identical = all(np.array_equal(ours[name], reference[name]) for name in compared)
