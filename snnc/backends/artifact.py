@@ -8,6 +8,10 @@ has none), the files its reader needs are among them, and every digest matches. 
 the directory is read, and an edited, emptied, padded or truncated artifact is refused in one line
 that names the artifact and the file.
 
+A sealed artifact is only as trustworthy as whoever last rewrote its manifest, so every file in it
+is still untrusted input: ``read_json`` reads one of its JSON files within bounds, and each reader
+checks the structure it relies on and reports a file that lacks it through ``malformed``.
+
 An artifact is written in a temporary directory beside the destination and renamed into place, so
 a failed compile leaves nothing behind; compile replaces only an artifact, never a directory holding
 anything else. Nothing written depends on when, where or in which process it was written, so two
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import snnc
 from snnc.errors import SnncError
+from snnc.files import MEMORY_BUDGET_VARIABLE, memory_budget
 from snnc.ir import Graph, load, verify
 
 MANIFEST = "manifest.json"
@@ -47,6 +52,9 @@ BACKEND_FILES = {"sim": ((), ""), "lava": (LAVA_FILES, "compile it for a Loihi t
                  "spinnaker": (MACHINE_FILES, "compile it with --target spinnaker")}
 #: Longest file name a directory can hold (NAME_MAX, in bytes).
 NAME_LIMIT = 255
+#: Parsed, a JSON document takes up to about 40 times its size (lists nested in lists, measured);
+#: one is read only if this many times its size fits snnc's memory budget.
+JSON_EXPANSION = 48
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -102,11 +110,47 @@ def read_manifest(directory: Path) -> dict:
         raise _Unsealed(f"{MANIFEST} is {info.st_size} bytes, but a manifest has at most {MANIFEST_LIMIT}")
     try:
         with open(path, "rb") as file:
-            manifest = json.loads(file.read(MANIFEST_LIMIT + 1), object_pairs_hook=_unique)
-    except (OSError, ValueError, RecursionError) as e:
-        raise _Unsealed(f"{MANIFEST} is not a readable manifest ({str(e).splitlines()[0]})") from None
+            manifest = _parse(file.read(MANIFEST_LIMIT + 1))
+    except (OSError, ValueError) as e:
+        raise _Unsealed(f"{MANIFEST} is not a readable manifest ({_reason(e)})") from None
     _check_fields(manifest)
     return manifest
+
+
+def _parse(data: bytes):
+    """The JSON document ``data``, whose objects hold each key once; ValueError otherwise, also for
+    nesting deeper than the parser's recursion limit."""
+    try:
+        return json.loads(data, object_pairs_hook=_unique)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _reason(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def malformed(directory: Path, name: str, what: str, why: str) -> SnncError:
+    """The error for a file ``name`` of the artifact in ``directory`` that is not ``what`` it should
+    be, and ``why``: one line naming both, as every reader of an artifact's files reports one."""
+    return SnncError(f"{directory}: {name} is not {what} ({why}); compile it again")
+
+
+def read_json(directory: Path, name: str, what: str):
+    """The JSON document in the artifact's file ``name`` (``what`` it should be, for messages),
+    refused by ``malformed`` if it is not JSON, holds a key twice in an object (two readers could
+    disagree on which value holds), nests too deeply, or is so large that ``JSON_EXPANSION`` times its
+    size exceeds snnc's memory budget (checked before it is read). Its structure is the caller's to
+    check."""
+    try:
+        with open(directory / name, "rb") as file:
+            size, budget = os.fstat(file.fileno()).st_size, memory_budget()
+            if size * JSON_EXPANSION > budget:
+                raise ValueError(f"{size} bytes, which parsed would take more than snnc's memory budget of "
+                                 f"{budget} bytes; {MEMORY_BUDGET_VARIABLE} sets it")
+            return _parse(file.read())
+    except (OSError, ValueError) as e:
+        raise malformed(directory, name, what, _reason(e)) from None
 
 
 def _check_fields(manifest) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import snnc
-from snnc.backends.artifact import IR_FILE, TARGET_FILE, ArtifactWriter
+from snnc.backends.artifact import IR_FILE, LAVA_FILES, TARGET_FILE, ArtifactWriter
 from snnc.backends.codegen import GeneratedProgram, literal
 from snnc.errors import SnncError
 from snnc.ir import NEURONS, Affine, Graph
@@ -28,6 +28,8 @@ from snnc.ir.serialize import array_members
 from snnc.targets import Target, parse_target
 
 RUNNER = Path(__file__).with_name("lava_runner.py")
+#: The files it writes, named once in LAVA_FILES, which readers of an artifact check for.
+PROGRAM, PARAMETERS, DESCRIPTION, RUNNER_FILE = LAVA_FILES
 #: Below this fraction of non-zero weights a synapse group becomes a Sparse process.
 SPARSE_DENSITY = 0.25
 
@@ -175,7 +177,7 @@ def emit(graph: Graph, writer: ArtifactWriter) -> None:
     if not writer.path(TARGET_FILE).is_file():
         raise SnncError(f"the Lava program is checked against the artifact's {TARGET_FILE}: copy the target first")
     program = _Program(graph, parse_target(writer.path(TARGET_FILE)))
-    writer.path("network.py").write_text(program.emit())
-    np.savez(writer.path("params.npz"), **program.params)
-    writer.path("network.json").write_text(json.dumps(program.description(), indent=2) + "\n")
-    shutil.copyfile(RUNNER, writer.path("run_lava.py"))
+    writer.path(PROGRAM).write_text(program.emit())
+    np.savez(writer.path(PARAMETERS), **program.params)
+    writer.path(DESCRIPTION).write_text(json.dumps(program.description(), indent=2) + "\n")
+    shutil.copyfile(RUNNER, writer.path(RUNNER_FILE))

@@ -1,8 +1,17 @@
-"""Run an emitted Lava program in the Lava environment and read back its results."""
+"""Run an emitted Lava program in the Lava environment and read back its results.
+
+The program is an artifact's code (network.py, run_lava.py) and data (params.npz, network.json),
+and a sealed artifact proves only that its manifest matches them, not who wrote them. So before it
+runs, the program is written again from the artifact's own IR and target, as compile wrote it, and
+must be the same byte for byte (``check_program``): then the only code that runs is snnc's, and
+every parameter comes from the IR that snnc loaded and verified. Compiles are reproducible, so a
+genuine artifact of this snnc version always passes.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import os
 import signal
 import subprocess
@@ -12,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from snnc.backends.artifact import Artifact
+import snnc
+from snnc.backends import lava
+from snnc.backends.artifact import IR_FILE, LAVA_FILES, TARGET_FILE, Artifact, ArtifactWriter
 from snnc.errors import SnncError
 from snnc.progress import Progress
 from snnc.runtime.lava_env import ensure_environment
@@ -51,14 +62,37 @@ def _run_isolated(command: list[str], timeout: float, on_line=None) -> subproces
         return subprocess.CompletedProcess(command, process.returncode, "".join(lines), errors.read())
 
 
+def check_program(artifact: Artifact) -> None:
+    """Refuse ``artifact`` unless its Lava program is the one snnc writes for its IR and target: one
+    line naming the artifact and the first file that differs (or the IR's node that cannot be
+    written)."""
+    graph = artifact.graph()
+    with tempfile.TemporaryDirectory(prefix="snnc-lava-") as scratch:
+        writer = ArtifactWriter(Path(scratch) / "program", artifact.target, Path(scratch))
+        for name in (IR_FILE, TARGET_FILE):  # the emitter reads the target and checks the IR is there
+            os.symlink(artifact.directory / name, writer.path(name))
+        try:
+            lava.emit(graph, writer)
+        except SnncError as e:
+            raise SnncError(f"{artifact.directory}: {IR_FILE}: {e}") from None
+        for name in LAVA_FILES:
+            if not filecmp.cmp(writer.path(name), artifact.directory / name, shallow=False):
+                raise SnncError(f"{artifact.directory}: {name} differs from what snnc {snnc.__version__} writes for "
+                                f"the Lava program of the artifact's {IR_FILE} and {TARGET_FILE} (compiled by snnc "
+                                f"{artifact.manifest['snnc_version']}), so the program is not run; compile it again")
+
+
 def run_lava(artifact: Path, inputs, steps: int | None = None, probes=(), log=print,
              timings: list | None = None, timeout: float = 3600.0, progress: Progress | None = None) -> dict[str, np.ndarray]:
     """Run ``artifact``'s ``run_lava.py`` on ``inputs`` (an array, or arrays by input name); return
     outputs by name and ``NAME:u``/``NAME:v`` for each probe, as the simulator does. A ``timings``
     list receives each sample's Lava run time in seconds (process start-up and imports excluded);
     ``progress`` hears of the environment's creation if it is missing, then of each sample done."""
-    # The program is the artifact's own code: it runs only from a sealed artifact with all its files.
-    runner = Artifact.open(artifact, backend="lava").directory / "run_lava.py"
+    # The program is the artifact's own code: it runs only from a sealed artifact with all its
+    # files, and only if it is the program snnc writes for the artifact's IR.
+    opened = Artifact.open(artifact, backend="lava")
+    check_program(opened)
+    runner = opened.directory / lava.RUNNER_FILE
     python = ensure_environment(log=log, progress=progress)
     samples = len(next(iter(inputs.values())) if isinstance(inputs, dict) else inputs)
     times = []
