@@ -158,7 +158,7 @@ def cmd_inspect(args) -> int:
         _writable("-o", args.output)
     if args.mapping and args.format != "text":
         raise SnncError(f"--format {args.format}: --mapping prints text only; leave out --format")
-    passes = _until(args.after, *_pipeline(args))
+    passes = _until(args, *_pipeline(args))
     graph = _load(args)
     if passes:
         from snnc.passes import PassManager
@@ -173,12 +173,8 @@ def cmd_inspect(args) -> int:
         text = mapping_text(graph)
     else:
         text = FORMATS[args.format](graph)
-        lowering = Path(args.model) / "network.json"
-        if args.format == "text" and lowering.is_file():
-            text += _lowering_table(json.loads(lowering.read_text()))
-        reports = Path(args.model) / "passes.json"
-        if args.format == "text" and reports.is_file():
-            text += _pass_reports(json.loads(reports.read_text()))
+        if args.format == "text" and Path(args.model).is_dir():
+            text += _artifact_tables(Path(args.model))
     if args.output:
         atomic_write(Path(args.output), lambda p: p.write_text(text))
     else:
@@ -200,15 +196,83 @@ def _pipeline(args) -> tuple:
     return target, build_pipeline(target, _pass_names(args.passes), _options(args))
 
 
-def _until(after: str | None, target, passes: list) -> list:
-    """``passes`` up to and including the pass named by --after (all of them without it)."""
+def _until(args, target, passes: list) -> list:
+    """``passes`` up to and including the pass named by --after (all of them without it). A pass
+    option that only the passes after it read would change nothing shown, so it is refused, naming
+    the pass that would read it."""
+    from snnc.passes.pipeline import REGISTRY, flag
+
+    after = args.after
     names = [each.name for each in passes]
     if after is None:
         return passes
     if after not in names:
         raise SnncError(f"--after {after}: not in the pipeline {names or '(empty)'} of --target "
                         f"{target.name}; choose one of them, or give --passes")
-    return passes[: names.index(after) + 1]
+    kept = names.index(after) + 1
+    read = {option for name in names[:kept] for option in REGISTRY[name].reads}
+    for option, value in _options(args).given().items():
+        if option not in read:
+            # build_pipeline refused options that no pass reads, so a later pass reads this one.
+            reader = next(name for name in names[kept:] if option in REGISTRY[name].reads)
+            raise SnncError(f"{flag(option, value)}: read by {reader}, which runs after --after {after}, so it "
+                            f"would change nothing shown; give --after {reader} (or a later pass), or leave it out")
+    return passes[:kept]
+
+
+def _artifact_tables(directory: Path) -> str:
+    """The lowering table (network.json, Loihi artifacts) and the pass reports (passes.json) of the
+    artifact in ``directory``, each checked to have the structure its printer reads: a file that
+    lacks it is refused in one line naming the artifact and the file."""
+    from snnc.backends.artifact import malformed, read_json
+    from snnc.backends.lava import DESCRIPTION
+
+    text = ""
+    for name, what, problem, table in ((DESCRIPTION, "a Lava lowering table", _lowering_problem, _lowering_table),
+                                       ("passes.json", "a table of pass reports", _reports_problem, _pass_reports)):
+        if (directory / name).is_file():
+            document = read_json(directory, name, what)
+            why = problem(document)
+            if why:
+                raise malformed(directory, name, what, why)
+            text += table(document)
+    return text
+
+
+def _reports_problem(reports) -> str | None:
+    """What keeps ``reports`` from being passes.json as ``_pass_reports`` reads it: an object of pass
+    names, each with an object of its report (whose values it prints or skips by type); None if nothing."""
+    from snnc.ir.printer import show_name
+
+    if not isinstance(reports, dict):
+        return "not an object of passes"
+    name = next((name for name, report in reports.items() if not isinstance(report, dict)), None)
+    return None if name is None else f"the report of {show_name(name)} is not an object"
+
+
+#: The groups of nodes in network.json, and what each entry of a group holds as text.
+LOWERING_GROUPS = ("inputs", "populations", "synapses", "outputs")
+LOWERING_TEXT = ("op", "process", "id")
+
+
+def _lowering_problem(described) -> str | None:
+    """What keeps ``described`` from being network.json as ``_lowering_table`` reads it: an object
+    whose groups each map node names to an entry with the strings op, process and id and a list of
+    node names, from; None if nothing."""
+    from snnc.ir.printer import show_name
+
+    if not isinstance(described, dict):
+        return "not an object"
+    for group in LOWERING_GROUPS:
+        entries = described.get(group)
+        if not isinstance(entries, dict):
+            return f"{group!r} is not an object of nodes"
+        for name, entry in entries.items():
+            if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in LOWERING_TEXT)
+                    and isinstance(entry.get("from"), list) and all(isinstance(n, str) for n in entry["from"])):
+                return (f"{group} entry {show_name(name)} is not an object with the strings "
+                        f"{', '.join(LOWERING_TEXT)} and a list of node names, from")
+    return None
 
 
 def _pass_reports(reports: dict) -> str:
@@ -240,9 +304,9 @@ def _lowering_table(described: dict) -> str:
     """How each node of a Loihi artifact became a Lava process, for `snnc inspect ARTIFACT`."""
     from snnc.ir.printer import show_name
 
-    rows = [(show_name(name), *(show_name(str(entry[key])) for key in ("op", "process", "id")),
+    rows = [(show_name(name), *(show_name(entry[key]) for key in LOWERING_TEXT),
              ", ".join(map(show_name, entry["from"])))
-            for group in ("inputs", "populations", "synapses", "outputs") for name, entry in described[group].items()]
+            for group in LOWERING_GROUPS for name, entry in described[group].items()]
     header = ("node", "op", "lava process", "in network.py", "from the model's nodes")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     lines = ["lowered to Lava (network.py):"]
@@ -254,8 +318,7 @@ def cmd_compile(args) -> int:
     from snnc.backends import compile_graph
     from snnc.backends.artifact import check_destination
 
-    _writable("-o", args.output, directory=True)
-    check_destination(Path(args.output))  # an existing directory must be an artifact that compile may replace
+    check_destination(Path(args.output))
     if args.dump_ir:
         _writable("--dump-ir", args.dump_ir, directory=True)
     target, _ = _pipeline(args)
@@ -411,10 +474,8 @@ def _run_summary(args, results: dict, elapsed: float, report: dict | None, why_n
 def _run_machine(args, simulator, inputs) -> tuple[dict, dict]:
     """Run the artifact's SpiNNaker machine data on the machine-level simulator: its outputs, and
     its own report. Its activity becomes the simulator's, so the cost report counts what it did."""
-    from snnc.backends.artifact import TARGET_FILE, Artifact
-    from snnc.backends.spinnaker.machine import MachineData
-    from snnc.runtime.spinnaker_machine import MachineSimulator, machine_report
-    from snnc.targets import parse_target
+    from snnc.backends.artifact import Artifact
+    from snnc.runtime.spinnaker_machine import load_machine, machine_report
 
     if not Path(args.model).is_dir():
         raise SnncError(f"--backend spinnaker runs a compiled artifact; compile {args.model} with --target spinnaker first")
@@ -422,11 +483,11 @@ def _run_machine(args, simulator, inputs) -> tuple[dict, dict]:
         raise SnncError("--probe: the machine-level SpiNNaker simulator records output spikes only; probe with "
                         "--backend sim, which is bit-exact with it")
     artifact = Artifact.open(args.model, backend="spinnaker")
-    machine = MachineSimulator(MachineData.load(artifact.directory))
+    machine = load_machine(artifact.directory, simulator.graph, simulator.target)  # the artifact's target.toml
     batch, steps = next(iter(inputs.values())).shape[:2]
     outputs = machine.run(inputs, steps)
     simulator.activity = machine.activity
-    return outputs, machine_report(machine, parse_target(artifact.directory / TARGET_FILE), batch)
+    return outputs, machine_report(machine, simulator.target, batch)
 
 
 def _compiled_target(args):

@@ -79,6 +79,10 @@ BAD_FLAGS = [
     (["inspect", ONNX_MODEL, "--reset", "value"], ["--reset value", ".nir models only", ".onnx"]),
     (["export", "loihi", "-o", "m.nir", "--dt", "1e-3"], ["--dt 0.001", "artifact directory"]),
     (["inspect", "m.snnir", "--mapping", "--format", "json"], ["--format json", "--mapping"]),
+    (["inspect", "mlp.snnir", "--target", "loihi2", "--after", "fuse-synapses", "--weight-bits", "4"],
+     ["--weight-bits 4", "read by quantize-weights", "after --after fuse-synapses"]),
+    (["inspect", "mlp.snnir", "--target", "spinnaker", "--after", "quantize-weights", "--allow-lossy"],
+     ["--allow-lossy", "read by quantize-spinnaker", "after --after quantize-weights"]),
 ]
 
 
@@ -100,7 +104,7 @@ BAD_OUTPUTS = [
     (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--report", "file.txt/r.json"],
      ["--report file.txt/r.json", "is a file"]),
     (["run", "m.snnir", "--input", "x.npy", "-o", "y.npz", "--report", "r.json"], ["--report r.json", "is a directory"]),
-    (["compile", "m.snnir", "-o", "file.txt"], ["-o file.txt", "is a file; give a directory"]),
+    (["compile", "m.snnir", "-o", "file.txt"], ["-o file.txt", "exists and is not a directory"]),
     (["compile", "m.snnir", "-o", "file.txt/art"], ["-o file.txt/art", "is a file"]),
     (["compile", "m.snnir", "-o", "art", "--dump-ir", "file.txt"], ["--dump-ir file.txt", "is a file"]),
     (["inspect", "m.snnir", "-o", "dir"], ["-o dir", "is a directory"]),
@@ -173,6 +177,16 @@ def test_inspect_runs_the_passes_it_is_given_without_a_target(work, capsys):
     assert " Scale " in capsys.readouterr().out
     assert main(["inspect", "scaled.snnir", "--passes", "canonicalize"]) == 0
     assert " Scale " not in capsys.readouterr().out
+
+
+def test_inspect_after_a_pass_takes_the_options_of_the_passes_it_runs(work, capsys):
+    """An option is refused only when no pass up to --after reads it; a later reader does not matter."""
+    assert main(["inspect", "mlp.snnir", "--target", "loihi2", "--after", "quantize-weights", "--weight-bits",
+                 "4"]) == 0
+    assert main(["inspect", "mlp.snnir", "--target", "loihi2", "--after", "round-delays", "--calibration",
+                 "x.npy"]) == 0
+    _refused(capsys, ["inspect", "mlp.snnir", "--target", "loihi2", "--after", "canonicalize", "--calibration",
+                      "x.npy"], "--calibration x.npy: read by round-delays")
 
 
 def test_model_flags_still_reach_the_formats_that_read_them(work, capsys):

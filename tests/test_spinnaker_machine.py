@@ -201,9 +201,9 @@ def test_compiling_writes_the_machine_data_and_it_loads_back(tmp_path):
     description = json.loads((out / MACHINE_JSON).read_text())
     assert description["synaptic_word"] == {"weight_bits": 16, "delay_bits": 4, "type_bits": 1, "index_bits": 8}
     assert all(r["entries"] <= description["router_entries"] == 1024 for r in description["routing"])
-    machine = MachineData.load(out)
-    x = spikes(rng, (2, 40, *graph["in"].op.shape))
     lowered = artifact.graph()
+    machine = MachineData.load(out, lowered, SPINNAKER)
+    x = spikes(rng, (2, 40, *graph["in"].op.shape))
     assert_same_spikes(MachineSimulator(machine).run({"in": x}, 40), simulate(lowered, x))
 
 

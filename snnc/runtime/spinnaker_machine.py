@@ -18,14 +18,17 @@ read: sPyNNaker saturates each addition, and with non-negative weights both give
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from snnc.backends.artifact import malformed
 from snnc.backends.spinnaker import routing
-from snnc.backends.spinnaker.machine import (DELAY_EXTENSION, POPULATION, ROW_HEADER_WORDS, SPIKE_SOURCE, MachineData,
-                                             Vertex, decode_words)
+from snnc.backends.spinnaker.machine import (DELAY_EXTENSION, MACHINE_ARRAYS, POPULATION, ROW_HEADER_WORDS,
+                                             SPIKE_SOURCE, WHAT, MachineData, Vertex, decode_words)
 from snnc.errors import SnncError
+from snnc.ir import Graph
 from snnc.runtime.activity import Activity, PopulationActivity
 from snnc.runtime.spinnaker import SYNAPSE_TYPES, NeuronModel
 from snnc.targets import Target
@@ -79,18 +82,26 @@ class MachineSimulator:
         self.spikes: dict[str, np.ndarray] = {}
 
     def _journeys(self, vertex: Vertex):
-        """For each key the vertex sends: the vertices it reaches, and its hops and router look-ups."""
+        """For each key the vertex sends: the vertices it reaches, and its hops and router look-ups.
+        A key may reach population cores, and its sender's delay extension; a core that runs
+        nothing, a spike source or another vertex's delay extension has nothing to do with it."""
         keys = vertex.keys(self.machine.index_bits)
         at = self.machine.vertex_at()
         reached, hops, lookups = [], np.zeros(len(keys), np.int64), np.zeros(len(keys), np.int64)
         if not vertex.sends:
             return [[] for _ in keys], hops, lookups
         for position, delivery in enumerate(self.routers.deliver_keys(vertex.chip, keys.tolist())):
+            packet = f"routing: key {int(keys[position]):#010x} of {vertex.kind} vertex {vertex.id}"
             missing = sorted(place for place in delivery.destinations if place not in at)
             if missing:
-                raise SnncError(f"routing: key {int(keys[position]):#010x} of {vertex.kind} vertex {vertex.id} "
-                                f"reaches (chip, core) {missing}, which run nothing")
-            reached.append([at[place].id for place in delivery.destinations])
+                raise SnncError(f"{packet} reaches (chip, core) {missing}, which run nothing")
+            receivers = [at[place] for place in delivery.destinations]
+            wrong = next((r for r in receivers if r.kind == SPIKE_SOURCE
+                          or (r.kind == DELAY_EXTENSION and r.source != vertex.id)), None)
+            if wrong is not None:
+                takes = "no packets" if wrong.kind == SPIKE_SOURCE else f"only those of vertex {wrong.source}"
+                raise SnncError(f"{packet} reaches {wrong.kind} vertex {wrong.id}, which takes {takes}")
+            reached.append([r.id for r in receivers])
             hops[position], lookups[position] = delivery.hops, delivery.lookups
         return reached, hops, lookups
 
@@ -125,8 +136,6 @@ class MachineSimulator:
             within_row = np.arange(n_fixed.sum()) - np.repeat(np.cumsum(n_fixed) - n_fixed, n_fixed)
             words = words_of[np.repeat(starts + ROW_HEADER_WORDS, n_fixed) + within_row]
             weight, delay, synapse_type, index = decode_words(words, machine.index_bits, machine.delay_bits)
-            if (index >= size).any():
-                raise SnncError(f"a synaptic row on vertex {receiver} names neuron {int(index.max())}; the core has {size}")
             matrices = {}
             for kind, ticks in sorted(set(zip(synapse_type.tolist(), delay.tolist()))):
                 chosen = (synapse_type == kind) & (delay == ticks)
@@ -228,6 +237,18 @@ class MachineSimulator:
                 spikes=self._population(node, spikes).sum(axis=0, dtype=np.int32).reshape(shape),
                 active=self._population(node, active).reshape(shape))
         return Activity(batch, steps, populations)
+
+
+def load_machine(directory: Path, graph: Graph, target: Target) -> MachineSimulator:
+    """The machine-level simulator on the machine data of the artifact in ``directory`` (its IR
+    ``graph`` and its ``target``), checked by ``MachineData.load``. Where the routing tables drop a
+    packet, loop it, send it off the board or to a core that runs nothing, which only following
+    each key through them shows, the error names the artifact's tables too."""
+    machine = MachineData.load(directory, graph, target)
+    try:
+        return MachineSimulator(machine)
+    except SnncError as e:
+        raise malformed(directory, MACHINE_ARRAYS, WHAT, f"its routing tables: {e}") from None
 
 
 def machine_report(simulator: MachineSimulator, target: Target, batch: int) -> dict:
