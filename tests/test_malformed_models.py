@@ -3,6 +3,8 @@
 fault, and nothing written; and the verifier's rules on parameters, whichever format they came from."""
 
 import copy
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -181,6 +183,23 @@ H5_CASES = {
 def test_hostile_hdf5_is_refused_before_it_is_read(change, tmp_path, capsys):
     _written_nir(tmp_path / "model.nir", change[0])
     assert_refused(tmp_path / "model.nir", tmp_path, capsys, *change[1:])
+
+
+def test_damaged_global_heap_is_refused_instead_of_looping(tmp_path):
+    """A free-space object of size 0 in the heap that holds a NIR file's strings makes HDF5 loop for
+    ever; snnc refuses the file. Run in a child process so that a regression fails, not hangs."""
+    write_nir_tree(tmp_path / "model.nir", _nir())
+    data = bytearray((tmp_path / "model.nir").read_bytes())
+    heap = data.index(b"GCOL\x01")
+    data[heap + 16:heap + 32] = bytes(16)  # the first object: index 0 (free space), size 0
+    (tmp_path / "model.nir").write_bytes(data)
+    done = subprocess.run([sys.executable, "-m", "snnc", "compile", str(tmp_path / "model.nir"), "--target", "sim",
+                           "-o", str(tmp_path / "artifact")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"snnc: error: {tmp_path / 'model.nir'}: not a readable NIR (HDF5) file (the "
+                                        f"global heap at byte {heap} is damaged: its object at byte {heap + 16} has "
+                                        "size 0)"]
+    assert not (tmp_path / "artifact").exists()
 
 
 def test_nir_budget_counts_every_dataset_of_the_file(tmp_path, capsys):

@@ -18,6 +18,8 @@ the file, the node and the field.
 from __future__ import annotations
 
 import math
+import mmap
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -50,6 +52,7 @@ def load_nir(path: str | Path, dt: float | None = None, reset: str | None = None
     ``dt`` (seconds) overrides the file's ``dt`` metadata and the default 1e-4 s; ``reset``
     ("value" or "subtract") applies to spiking neurons whose metadata does not name a reset mode.
     """
+    _check_global_heaps(path)
     try:
         with h5py.File(path, "r") as file:
             if "node" not in file:
@@ -68,6 +71,39 @@ def from_nir(nir_graph: nir.NIRGraph, dt: float | None = None, reset: str | None
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+def _check_global_heaps(path: str | Path) -> None:
+    """Refuse a file whose global heap collections are damaged in a way that makes HDF5 loop.
+
+    HDF5 keeps variable-length strings (NIR's types, edges and names) in global heap collections
+    and reads one by walking its objects, each object's size moving the walk on. A free-space
+    object of size 0 stops the walk from moving, and HDF5 then loops for ever instead of failing.
+    Each collection (signature "GCOL", version 1, 8-byte sizes as h5py writes them) is walked here
+    first, and refused unless every object lies within it and moves the walk on.
+    """
+    with open(path, "rb") as file:
+        if not file.seek(0, 2):
+            return  # empty: h5py refuses it
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            start = data.find(b"GCOL")
+            while start != -1:
+                if data[start + 4:start + 8] == b"\x01\0\0\0" and start + 16 <= len(data):
+                    _walk_global_heap(data, start, path)
+                start = data.find(b"GCOL", start + 4)
+
+
+def _walk_global_heap(data: mmap.mmap, start: int, path) -> None:
+    (size,) = struct.unpack_from("<Q", data, start + 8)
+    end = start + size
+    position = start + 16  # past the signature, version, reserved bytes and size
+    while end <= len(data) and position + 16 <= end:  # HDF5 takes a shorter tail as free space
+        index, _, _, length = struct.unpack_from("<HHIQ", data, position)
+        step = length if index == 0 else 16 + (length + 7) // 8 * 8  # free space, or a header and its data
+        if step == 0 or position + step > end:
+            raise FrontendError(f"{path}: not a readable NIR (HDF5) file (the global heap at byte {start} is "
+                                f"damaged: its object at byte {position} has size {length})")
+        position += step
 
 
 class _Reader:
