@@ -353,7 +353,7 @@ class _Node:
         """NIR has no reset mode: our exporter records one in metadata, else the caller chooses."""
         mode = _metadata(self.fields, self.source, f"node {self.name!r}").get("reset", self.reset or "value")
         if not isinstance(mode, str) or mode not in RESET_MODES:
-            raise self.error(f"metadata reset={mode!r} is not one of {RESET_MODES}")
+            raise self.error(f"metadata reset={shown(mode)} is not one of {RESET_MODES}")
         return mode
 
 
