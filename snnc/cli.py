@@ -11,7 +11,6 @@ import contextlib
 import importlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import numpy as np
 
 import snnc
 from snnc.errors import SnncError
-from snnc.files import atomic_write, load_arrays
+from snnc.files import atomic_write, check_writable_place, load_arrays
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -134,13 +133,7 @@ def _writable(flag: str, path: str, what: str = "", suffixes: tuple[str, ...] = 
     if given.exists() and given.is_dir() != directory:
         kind, wanted = ("a file", "a directory") if directory else ("a directory", "a file name")
         raise SnncError(f"{flag} {path}: is {kind}; give {wanted}")
-    parent = given.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise SnncError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SnncError(f"{flag} {path}: no permission to write in {parent}")
+    check_writable_place(given, f"{flag} {path}")
 
 
 def _progress(args, title: str):
@@ -428,7 +421,9 @@ def _check_run_flags(args, graph) -> None:
         names = list(graph.nodes)
         shown = ", ".join(names[:MAX_LISTED]) + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
         raise SnncError(f"--probe {unknown[0]}: no such node in {args.model}; its nodes are {shown}")
-    arithmetic = graph.metadata.get("arithmetic", "float")
+    from snnc.runtime.simulator import arithmetic_of
+
+    arithmetic = arithmetic_of(graph)
     if args.precision is not None and (args.backend != "sim" or arithmetic != "float"):
         raise SnncError(f"--precision {args.precision}: sets the float simulation of --backend sim only; "
                         + (f"{args.model} is compiled for {arithmetic} arithmetic, which runs its own integers"
@@ -512,7 +507,7 @@ def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
     from snnc.passes.fuse import FuseSynapses, is_population_form
     from snnc.runtime.cost import cost_model
     from snnc.runtime.report import build_report
-    from snnc.targets import load_target
+    from snnc.runtime.simulator import graph_target
 
     if simulator.activity is None:
         with _progress(args, "counting spikes for the cost report") as bar:
@@ -523,7 +518,7 @@ def _cost_report(graph, simulator, inputs, args) -> tuple[dict | None, str]:
         if args.report:
             raise SnncError(f"--report {args.report}: cannot count costs: {e}") from None
         return None, str(e)
-    target = simulator.target or load_target(graph.metadata.get("target", "sim"))
+    target = simulator.target or graph_target(graph, "sim")
     cost = cost_model(populations, target, simulator.activity)
     raster = {name: p.spikes for name, p in simulator.activity.populations.items()}
     return build_report(cost, raster=raster), ""

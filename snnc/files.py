@@ -55,6 +55,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def check_writable_place(path: str | Path, where: str) -> None:
+    """Refuse, creating nothing, an output ``path`` that cannot be written: its nearest existing
+    parent is a file, or a directory this user may not write in (missing parents are made later).
+    ``where`` starts the message (the flag and path)."""
+    ancestor = Path(path).absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SnncError(f"{where}: {ancestor} is a file, so nothing can be written under it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise SnncError(f"{where}: no permission to write in {ancestor}")
+
+
 def memory_budget() -> int:
     """The bytes the arrays of one file may declare in all: ``$SNNC_MEMORY_BUDGET`` if set, else
     ``MEMORY_BUDGET_FRACTION`` of physical memory."""

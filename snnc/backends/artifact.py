@@ -32,7 +32,7 @@ from pathlib import Path
 
 import snnc
 from snnc.errors import SnncError
-from snnc.files import MEMORY_BUDGET_VARIABLE, memory_budget
+from snnc.files import MEMORY_BUDGET_VARIABLE, check_writable_place, memory_budget
 from snnc.ir import Graph, load, verify
 
 MANIFEST = "manifest.json"
@@ -214,13 +214,7 @@ def check_destination(destination: Path) -> None:
         except _Unsealed as e:
             raise SnncError(f"{flag}: exists and is not an snnc artifact that compile may replace ({e}); "
                             "choose a new path") from None
-    ancestor = destination.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise SnncError(f"{flag}: {ancestor} is a file, so nothing can be written under it")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise SnncError(f"{flag}: no permission to write in {ancestor}")
+    check_writable_place(destination, flag)
 
 
 class ArtifactWriter:
