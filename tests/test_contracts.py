@@ -313,8 +313,8 @@ def test_a_resealed_artifact_with_a_hostile_annotation_is_refused(lowered, tmp_p
 def test_metadata_that_names_no_arithmetic_or_target_is_refused(lowered, tmp_path, capsys):
     for metadata, message in (({"arithmetic": ["loihi"]}, "compiled for ['loihi'] arithmetic"),
                               ({"arithmetic": "posit"}, "compiled for 'posit' arithmetic"),
-                              ({"target": None}, "on target None, which is not a bundled one"),
-                              ({"target": "../loihi2.toml"}, "on target '../loihi2.toml', which is not a bundled one")):
+                              ({"target": None}, "compiled for target None, which is not a bundled one"),
+                              ({"target": "../loihi2.toml"}, "compiled for target '../loihi2.toml', which is not a bundled one")):
         graph = ir.load(lowered / "loihi2" / IR_FILE)
         graph.metadata.update(metadata)
         ir.save(graph, tmp_path / "evil.snnir")

@@ -249,8 +249,8 @@ def test_a_network_too_big_for_the_board_is_refused():
 def test_a_placement_made_by_hand_is_checked(two_cores):
     graph, record = two_cores
     layout = Layout.of(toy_target())
-    cases = [({"a": [Piece("a", 0, 0, 3)]}, r"populations \['b'\] are not placed"),
-             ({"a": [Piece("a", 0, 0, 2)], "b": [Piece("b", 1, 0, 2)]}, r"placement of 'a': pieces must cover"),
+    cases = [({"a": [Piece("a", 0, 0, 3)]}, r"node 'b': placement is missing"),
+             ({"a": [Piece("a", 0, 0, 2)], "b": [Piece("b", 1, 0, 2)]}, r"node 'a': placement: pieces must cover"),
              ({"a": [Piece("a", 99, 0, 3)], "b": [Piece("b", 1, 0, 2)]}, r"core 99 does not exist"),
              ({"a": [Piece("a", 0, 0, 3)], "b": [Piece("b", 0, 0, 2)]},
               r"core 0 holds 5 neurons, more than the core's 4")]

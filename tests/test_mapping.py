@@ -253,7 +253,7 @@ def test_the_sparsify_encoding_annotation_is_honoured_and_convolutions_share_the
     (core,) = mapper.summary["per_core"]
     assert core["synaptic_memory_bits"] == np.count_nonzero(graph[synapses].op.weight) * (8 + 10)
     graph[synapses].annotations["encoding"] = "csr"
-    with pytest.raises(SnncError, match=r"annotation encoding='csr' is not one of dense, sparse, shared"):
+    with pytest.raises(SnncError, match=r"annotation encoding is 'csr' \(str\); give one of 'dense', 'sparse', 'shared'"):
         mapped(graph, target)
 
 

@@ -11,18 +11,32 @@ simulator call ``check_fixed_point`` once on a graph, before they read it: it re
 that breaks the form, or whose annotation lacks a field, holds an unknown one or a value outside the
 target's number formats, in one line naming the node, the field and what would be valid. The ranges
 come from the target's ``[formats]`` table, passed in as a plain mapping: this module knows no target.
+
+The other annotations and metadata that passes write and later code reads back are checked the same
+way, each by one function that its reader calls where it starts: ``check_placement`` (map-cores'
+pieces of every population, against the board the cost model or the SpiNNaker backend places them
+on), ``check_mapping`` (map-cores' summary, which ``snnc inspect --mapping`` prints),
+``check_quant`` (quantize-weights' mantissas and scale), ``check_encoding`` (a synapse group's
+memory encoding), ``check_dcls`` (the DCLS layers round-delays rounds) and, within
+``check_fixed_point``, ``fused_from`` (the model's nodes a synapse group was fused from, which the
+Lava lowering table lists). Their values are plain data (lists, tables, strings, numbers, arrays),
+described by small schemas (``Number``, ``Text``, ``Items``, ``Table``, ...) that name the path of
+the first value at fault: ``node 'v1': annotation placement[1].core is '0' (str); give an integer >= 0``.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from snnc.errors import IRError, shown
+from snnc.errors import IRError, SnncError, shown
+from snnc.files import check_declared_array
 from snnc.ir.graph import Graph
-from snnc.ir.ops import IF, LIF, Affine, CubaLIF, Input, Output
+from snnc.ir.ops import IF, LIF, NEURONS, Affine, CubaLIF, Input, Output
 
 #: The neurons that every fixed-point arithmetic here runs.
 SPIKING = (LIF, IF, CubaLIF)
@@ -187,14 +201,19 @@ CONTRACTS: dict[str, tuple[str, Callable]] = {"loihi": ("quantize-loihi", _loihi
 def check_fixed_point(graph: Graph, formats: Mapping[str, int]) -> dict[str, dict]:
     """Each population's and synapse group's annotation, by node name, once ``graph`` (verified,
     quantized for the arithmetic its metadata names) is checked to be in its chip's population form
-    and every annotation to hold exactly its fields, within the target's ``formats``; else an
-    IRError naming the first node at fault, the field and what would be valid."""
+    and every annotation to hold exactly its fields, within the target's ``formats``, and the rest
+    that programs are written from to be text: the metadata's target and each ``fused_from``; else
+    an IRError naming the first node at fault, the field and what would be valid."""
     arithmetic = graph.metadata.get("arithmetic")
     if not (isinstance(arithmetic, str) and arithmetic in CONTRACTS):
         raise IRError(None, f"the graph's arithmetic is {shown(arithmetic)}, not a fixed-point one: "
                             f"{', '.join(CONTRACTS)}")
+    check_value(Maybe(Text()), graph.metadata.get("target"), None, "metadata target")
     written_by, fields_for = CONTRACTS[arithmetic]
     _check_form(graph, arithmetic, written_by)
+    for node in graph:
+        if "fused_from" in node.annotations:
+            check_value(FUSED_FROM, node.annotations["fused_from"], node.name, "annotation fused_from")
     fields_of = fields_for(formats)
     return {node.name: _checked(node, arithmetic, written_by, fields_of) for node in graph
             if isinstance(node.op, (*SPIKING, Affine))}
@@ -250,3 +269,476 @@ def _checked(node, arithmetic: str, written_by: str, fields_of: Callable) -> dic
         raise IRError(node.name, f"annotation {arithmetic} holds {shown(unknown[0], 40)}, which is not one of its "
                                  f"fields: {', '.join(fields)}")
     return fixed
+
+
+# ----------------------------------------------------------------------------- schemas of plain data
+
+#: The largest count, index or size an annotation or the metadata may hold: numpy's 64-bit indices
+#: hold it, and so does every sum, division and format a report makes of it.
+MAX_COUNT = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first value at fault within a checked value: its ``path`` from there (``.core``,
+    ``[2]``), what it is, and what would be valid."""
+
+    path: str
+    what: str
+    valid: str
+
+    def within(self, step: str) -> Problem:
+        return Problem(step + self.path, self.what, self.valid)
+
+
+def _wrong(schema, value) -> Problem:
+    return Problem("", f"is {_shown(value)}", schema.valid())
+
+
+@dataclass(frozen=True)
+class Number:
+    """An integer from ``low`` to ``high``, never a bool; with ``real``, any finite number there,
+    and with ``above``, greater than ``low``."""
+
+    low: float = 0
+    high: float = MAX_COUNT
+    real: bool = False
+    above: bool = False
+
+    def valid(self) -> str:
+        kind = "a finite number" if self.real else "an integer"
+        lowest = f"> {self.low}" if self.above else f">= {self.low}"
+        if self.high == MAX_COUNT:
+            return f"{kind} {lowest}, below 2**63"
+        return f"{kind} {lowest}" if self.high == math.inf else f"{kind} from {self.low} to {self.high}"
+
+    def problem(self, value) -> Problem | None:
+        kinds = (int, np.integer, float, np.floating) if self.real else (int, np.integer)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, kinds):
+            return _wrong(self, value)
+        # NaN fails every comparison; an integer beyond every float is never converted.
+        finite = not isinstance(value, (float, np.floating)) or math.isfinite(value)
+        if not (finite and self.low <= value <= self.high and not (self.above and value == self.low)):
+            return Problem("", f"is {shown(value, 40)}", self.valid())
+        return None
+
+
+#: A count, an index or a size; a finite amount (a rate, a load) that is not negative.
+COUNT, AMOUNT = Number(), Number(0, math.inf, real=True)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string; with ``names``, one of them."""
+
+    names: tuple[str, ...] = ()
+
+    def valid(self) -> str:
+        return "one of " + ", ".join(map(repr, self.names)) if self.names else "a string"
+
+    def problem(self, value) -> Problem | None:
+        if not isinstance(value, str) or (self.names and value not in self.names):
+            return _wrong(self, value)
+        return None
+
+
+@dataclass(frozen=True)
+class Flag:
+    """True or False."""
+
+    def valid(self) -> str:
+        return "True or False"
+
+    def problem(self, value) -> Problem | None:
+        return None if isinstance(value, bool) else _wrong(self, value)
+
+
+@dataclass(frozen=True)
+class Maybe:
+    """None, or what ``schema`` allows."""
+
+    schema: object
+
+    def valid(self) -> str:
+        return "None or " + self.schema.valid()
+
+    def problem(self, value) -> Problem | None:
+        return None if value is None else self.schema.problem(value)
+
+
+@dataclass(frozen=True)
+class Either:
+    """What one of ``schemas`` allows."""
+
+    schemas: tuple
+
+    def valid(self) -> str:
+        return " or ".join(schema.valid() for schema in self.schemas)
+
+    def problem(self, value) -> Problem | None:
+        return _wrong(self, value) if all(schema.problem(value) for schema in self.schemas) else None
+
+
+@dataclass(frozen=True)
+class Array:
+    """A numpy array of ``ndim`` axes whose dtype is of ``kinds`` (numpy's kind letters), its values
+    finite, and with ``positive``, greater than 0."""
+
+    kinds: str
+    ndim: int
+    positive: bool = False
+
+    def valid(self) -> str:
+        kinds = " or ".join({"i": "integers", "u": "unsigned integers", "f": "finite floats"}[k] for k in self.kinds)
+        return f"a {self.ndim}-D array of {'positive ' if self.positive else ''}{kinds}"
+
+    def problem(self, value) -> Problem | None:
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in self.kinds or value.ndim != self.ndim:
+            return _wrong(self, value)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return Problem("", f"holds {shown(value[~np.isfinite(value)][0])}", self.valid())
+        if self.positive and value.size and value.min() <= 0:
+            return Problem("", f"holds {shown(value.min())}", self.valid())
+        return None
+
+
+@dataclass(frozen=True)
+class Items:
+    """A list of ``low`` to ``high`` items, each what ``item`` allows."""
+
+    item: object
+    low: int = 0
+    high: int = MAX_COUNT
+
+    def valid(self) -> str:
+        count = (f"{self.low}" if self.low == self.high else
+                 f"{self.low} or more" if self.high == MAX_COUNT else f"{self.low} to {self.high}")
+        return f"a list of {count} items, each {self.item.valid()}"
+
+    def problem(self, value) -> Problem | None:
+        if not isinstance(value, list) or not self.low <= len(value) <= self.high:
+            return _wrong(self, value)
+        for i, item in enumerate(value):
+            problem = self.item.problem(item)
+            if problem:
+                return problem.within(f"[{i}]")
+        return None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A dict of exactly ``fields`` (those named in ``optional`` may be left out), each value what
+    its schema allows."""
+
+    fields: Mapping[str, object]
+    optional: tuple[str, ...] = ()
+
+    def valid(self) -> str:
+        return "a table of the fields " + ", ".join(self.fields)
+
+    def problem(self, value) -> Problem | None:
+        if not isinstance(value, dict):
+            return _wrong(self, value)
+        for name, schema in self.fields.items():
+            if name not in value:
+                if name in self.optional:
+                    continue
+                return Problem("", f"has no field {name}", schema.valid())
+            problem = schema.problem(value[name])
+            if problem:
+                return problem.within(f".{name}")
+        unknown = next((key for key in value if key not in self.fields), None)
+        if unknown is not None:
+            return Problem("", f"holds {shown(unknown, 40)}, which is not one of its fields",
+                           "only " + ", ".join(self.fields))
+        return None
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """A dict of string keys, each value what ``value`` allows."""
+
+    value: object
+
+    def valid(self) -> str:
+        return "a table of names, each with " + self.value.valid()
+
+    def problem(self, value) -> Problem | None:
+        if not isinstance(value, dict):
+            return _wrong(self, value)
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return Problem("", f"holds the key {_shown(key)}", self.valid())
+            problem = self.value.problem(item)
+            if problem:
+                return problem.within(f"[{shown(key, 40)}]")
+        return None
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A table whose field ``key`` chooses its schema: the case of that field's value (of the same
+    type: True is no 1), else ``default``."""
+
+    key: str
+    cases: Mapping[object, object]
+    default: object
+
+    def chosen(self, value):
+        if isinstance(value, dict):
+            given = value.get(self.key)
+            for case, schema in self.cases.items():
+                if type(given) is type(case) and given == case:
+                    return schema
+        return self.default
+
+    def valid(self) -> str:
+        return self.default.valid()
+
+    def problem(self, value) -> Problem | None:
+        return self.chosen(value).problem(value)
+
+
+def check_value(schema, value, node: str | None, where: str):
+    """``value`` once ``schema`` allows it; else an IRError naming ``node`` (None: the graph), and
+    ``where`` (``annotation placement``, ``metadata mapping``) with the path of the value at fault."""
+    problem = schema.problem(value)
+    if problem:
+        raise IRError(node, f"{where}{problem.path} {problem.what}; give {problem.valid}")
+    return value
+
+
+def population_sizes(graph: Graph) -> dict[str, int]:
+    """The neuron populations of ``graph`` in schedule order, with their number of neurons."""
+    return {name: int(np.prod(graph[name].output_shape)) for name in graph.schedule
+            if isinstance(graph[name].op, NEURONS)}
+
+
+# ----------------------------------------------------------------------------- map-cores: placement and mapping
+
+#: The per-core resources map-cores fills and reports, in the order its demand vectors hold them.
+RESOURCES = ("neurons", "fan_in_axons", "fan_out_axons", "synaptic_memory_bits")
+#: How a synapse group's weights may be stored on a core (annotation ``encoding``, map-cores' choice).
+ENCODINGS = ("dense", "sparse", "shared")
+#: map-cores' pieces of a population, in neuron order: neurons ``start`` to ``stop - 1`` (flattened,
+#: C order) on core ``core``.
+PIECES = Items(Table({"core": COUNT, "start": COUNT, "stop": COUNT}), low=1)
+_BOUND = Table({"demand": AMOUNT, "cores": COUNT, "population": Text()}, optional=("population",))
+_RATES = {"mean_per_population": Keyed(AMOUNT)}
+#: map-cores' summary (metadata ``mapping``): what it placed on which core, the bound it compares
+#: against, the greedy fill, and the spike traffic of the placement.
+MAPPING = Table({
+    "target": Text(),
+    "rates": Switch("source", {"estimate": Table({"source": Text(), "rate": AMOUNT, **_RATES})},
+                    Table({"source": Text(), "batch": COUNT, "steps": COUNT, **_RATES})),
+    "capacity": Table(dict.fromkeys(RESOURCES, Number(1))),
+    "policy": Text(), "channel_last": Items(Text()),
+    "cores": COUNT, "tiles": COUNT, "chips": COUNT,
+    "lower_bound": Table({"cores": Number(1), "binding": Text(RESOURCES),
+                          "by_resource": Table(dict.fromkeys(RESOURCES, _BOUND))}),
+    "cores_over_lower_bound": AMOUNT, "traffic_per_step": AMOUNT, "traffic_hops_per_step": AMOUNT,
+    "greedy": Switch("fits", {True: Table({"cores": COUNT, "fits": Flag(), "traffic_hops_per_step": AMOUNT})},
+                     Table({"cores": Maybe(COUNT), "fits": Flag()})),
+    "links": Items(Table({"from": Items(COUNT, 3, 3), "to": Items(COUNT, 3, 3), "kind": Text(),
+                          "messages_per_step": AMOUNT})),
+    "per_core": Items(Table({
+        "core": COUNT, "chip": COUNT, "tile": Items(COUNT, 2, 2), "core_in_tile": COUNT,
+        "pieces": Items(Table({"population": Text(), "start": COUNT, "stop": COUNT,
+                               "encodings": Keyed(Text(ENCODINGS))})),
+        **dict.fromkeys(RESOURCES, COUNT), "messages_out_per_step": AMOUNT, "messages_in_per_step": AMOUNT})),
+    "traffic_hops_vs_greedy": Maybe(AMOUNT),
+})
+
+
+def _placed(graph: Graph) -> dict[str, list[tuple[int, int, int]]] | None:
+    """Each neuron population's pieces (core, start, stop) from its annotation ``placement``, once
+    every population has one that holds a list of such integers and the metadata holds the
+    ``mapping`` map-cores writes beside them, naming a target; None when the graph holds neither."""
+    sizes = population_sizes(graph)
+    placed = {name: graph[name].annotations["placement"] for name in sizes if "placement" in graph[name].annotations}
+    mapping = graph.metadata.get("mapping")
+    if not placed and mapping is None:
+        return None
+    if not isinstance(mapping, dict):
+        state = "is missing" if mapping is None else f"is {_shown(mapping)}"
+        raise IRError(None, f"metadata mapping {state}; map-cores writes a table of its mapping beside the "
+                            "annotation placement of every neuron population")
+    check_value(Text(), mapping.get("target"), None, "metadata mapping.target")
+    for name in sizes:
+        if name not in placed:
+            raise IRError(name, "annotation placement is missing; map-cores writes one on every neuron population "
+                                "beside the metadata mapping")
+        check_value(PIECES, placed[name], name, "annotation placement")
+    return {name: [(int(p["core"]), int(p["start"]), int(p["stop"])) for p in pieces]
+            for name, pieces in placed.items()}
+
+
+def check_pieces(pieces: Mapping[str, list[tuple[int, int, int]]], sizes: Mapping[str, int], where: str,
+                 cores: int | None = None, neurons_per_core: int | None = None) -> None:
+    """Refuse, naming the population and ``where`` (its ``placement``), pieces (core, start, stop)
+    that do not cover every population of ``sizes`` in consecutive runs of one neuron or more, in
+    order; and with a board, a core outside its ``cores`` or holding more than ``neurons_per_core``."""
+    for name in sizes:
+        if name not in pieces:
+            raise IRError(name, f"{where} is missing; every neuron population is placed")
+    for name in pieces:
+        if name not in sizes:
+            raise IRError(name, f"{where}: not a neuron population of the graph")
+    load: dict[int, int] = {}
+    for name, size in sizes.items():
+        spans = [(start, stop) for _, start, stop in pieces[name]]
+        stops = [stop for _, stop in spans]
+        if [start for start, _ in spans] != [0, *stops[:-1]] or stops[-1:] != [size] or \
+                any(stop <= start for start, stop in spans):
+            raise IRError(name, f"{where}: pieces must cover neurons 0 to {size} in order, each one neuron or more; "
+                                f"got {shown(spans, 80)}")
+        for core, start, stop in pieces[name] if cores is not None else ():
+            if not 0 <= core < cores:
+                raise IRError(name, f"{where}: core {shown(core, 40)} does not exist (the board has {cores}: "
+                                    f"0 to {cores - 1})")
+            load[core] = load.get(core, 0) + stop - start
+            if load[core] > neurons_per_core:
+                raise IRError(name, f"{where}: core {core} holds {load[core]} neurons, more than the core's "
+                                    f"{neurons_per_core}")
+
+
+def check_placement(graph: Graph, target: str, cores: int, neurons_per_core: int
+                    ) -> dict[str, list[tuple[int, int, int]]] | None:
+    """Each neuron population's pieces (core, start, stop), as map-cores placed them for ``target``
+    (annotation ``placement``), on a board of ``cores`` cores of ``neurons_per_core`` neurons each;
+    None when the graph holds no placement. Refused in one line naming the node (or the metadata):
+    a placement on some populations only, pieces that are not integers {core, start, stop} covering
+    the population in order, a core the board lacks or overfills, and a placement without map-cores'
+    metadata mapping, or one made for another target."""
+    placed = _placed(graph)
+    if placed is None:
+        return None
+    mapped_for = graph.metadata["mapping"]["target"]
+    if mapped_for != target:
+        raise IRError(None, f"the graph's placement was made by map-cores for target {shown(mapped_for)}, not "
+                            f"{target!r}; compile it again for {target!r}")
+    check_pieces(placed, population_sizes(graph), "annotation placement", cores, neurons_per_core)
+    return placed
+
+
+def check_mapping(graph: Graph) -> dict | None:
+    """map-cores' summary in the graph's metadata (``mapping``), None if there is none, once it holds
+    exactly the fields map-cores writes (counts as integers, rates, loads and traffic as finite
+    numbers >= 0), names only the graph's inputs and neuron populations, lists as many cores as it
+    counts, each once, and puts on them exactly the pieces of the populations' annotation placement.
+    Else one line naming the field (or the node) and what would be valid."""
+    mapping = graph.metadata.get("mapping")
+    if mapping is None:
+        return None
+    check_value(MAPPING, mapping, None, "metadata mapping")
+    sizes = population_sizes(graph)
+    sources = [*graph.inputs, *sizes]
+    named = [(f"channel_last[{i}]", name, sizes) for i, name in enumerate(mapping["channel_last"])]
+    named += [(f"rates.mean_per_population[{shown(name, 40)}]", name, sources)
+              for name in mapping["rates"]["mean_per_population"]]
+    named += [(f"lower_bound.by_resource.{r}.population", bound["population"], sizes)
+              for r, bound in mapping["lower_bound"]["by_resource"].items() if "population" in bound]
+    named += [(f"per_core[{i}].pieces[{j}].population", piece["population"], sizes)
+              for i, core in enumerate(mapping["per_core"]) for j, piece in enumerate(core["pieces"])]
+    for where, name, valid in named:
+        if name not in valid:
+            raise IRError(None, f"metadata mapping.{where} is {shown(name)}, which is not a "
+                                f"{'neuron population' if valid is sizes else 'population or input'} of the graph")
+    listed = [core["core"] for core in mapping["per_core"]]
+    if mapping["cores"] != len(listed) or len(set(listed)) != len(listed):
+        raise IRError(None, f"metadata mapping.per_core lists the cores {shown(listed)}; give each of the "
+                            f"{mapping['cores']} cores of metadata mapping.cores once")
+    placed = _placed(graph)
+    check_pieces(placed, sizes, "annotation placement")
+    annotated = Counter((name, start, stop, core) for name, pieces in placed.items() for core, start, stop in pieces)
+    summarised = Counter((piece["population"], piece["start"], piece["stop"], core["core"])
+                         for core in mapping["per_core"] for piece in core["pieces"])
+    extra, missing = next(iter(summarised - annotated), None), next(iter(annotated - summarised), None)
+    if extra or missing:
+        (name, start, stop, core), said = ((extra, "metadata mapping.per_core") if extra else
+                                           (missing, "the node's annotation placement"))
+        raise IRError(name, f"{said} alone puts neurons {start} to {stop - 1} on core {core}; map-cores writes the "
+                            "two together, so compile the model again")
+    return mapping
+
+
+# ----------------------------------------------------------------------------- what other passes read back
+
+#: fuse-synapses' annotation on a synapse group: the nodes of the model it was made from, which the
+#: Lava lowering table lists.
+FUSED_FROM = Items(Text(), low=1)
+
+
+#: Bits of quantize-weights' mantissas (--weight-bits).
+QUANT_BITS = Number(2, 16)
+QUANT = Table({"bits": QUANT_BITS, "method": Text(), "granularity": Text(),
+               "scale": Either((Number(0, math.inf, real=True, above=True), Array("f", 1, positive=True))),
+               "mantissa": Array("iu", 2), "error": AMOUNT, "entropy": AMOUNT})
+
+
+def _on_synapse_group(node, key: str, writer: str) -> None:
+    if not isinstance(node.op, Affine):
+        raise IRError(node.name, f"annotation {key} is on a {node.op.kind}; {writer} writes it on synapse groups "
+                                 "(Affine) only")
+
+
+def check_quant(node) -> dict | None:
+    """A synapse group's annotation ``quant`` (None if it has none), once it holds exactly what
+    quantize-weights writes: bits, a scale > 0 for the layer or one per row, and integer mantissas
+    of the weights' shape within those bits; else one line naming the node and the field."""
+    if "quant" not in node.annotations:
+        return None
+    _on_synapse_group(node, "quant", "quantize-weights")
+    quant = check_value(QUANT, node.annotations["quant"], node.name, "annotation quant")
+    rows = node.op.weight.shape[0]
+    if isinstance(quant["scale"], np.ndarray) and quant["scale"].shape != (rows,):
+        raise IRError(node.name, f"annotation quant.scale is an array of shape {quant['scale'].shape}; give one "
+                                 f"scale > 0, or one per row: an array of shape ({rows},)")
+    top = (1 << (quant["bits"] - 1)) - 1
+    Field(-top, top, "synapses").check(node, "quant.mantissa", quant["mantissa"])
+    return quant
+
+
+def check_encoding(node) -> str | None:
+    """A synapse group's annotation ``encoding`` (None if it has none), once it is one of ENCODINGS."""
+    if "encoding" not in node.annotations:
+        return None
+    _on_synapse_group(node, "encoding", "a user")
+    return check_value(Text(ENCODINGS), node.annotations["encoding"], node.name, "annotation encoding")
+
+
+#: The annotation the PyTorch importer writes on the first tap node of a DCLS layer.
+DCLS = "dcls"
+_DCLS = Table({"layer": Text(), "version": Text(), "kernel_size": Number(1), "groups": Number(1),
+               "taps": Items(Text(), 1), "delay": Array("iuf", 3), "weight": Array("iuf", 3)})
+#: round-delays holds about this many arrays of a layer's kernel (synapses x kernel size) at once.
+_KERNEL_COPIES = 4
+
+
+def check_dcls(graph: Graph) -> dict[str, dict]:
+    """Each DCLS layer's annotation ``dcls`` by the node that holds it, once it holds exactly what
+    the PyTorch importer writes: the layer, its version, kernel size and groups (dividing the
+    synapse matrix's rows and columns), its tap nodes, and per synapse and kernel element finite
+    learned delays and weights, (rows, columns, elements); and its kernel fits the memory budget.
+    Else one line naming the node and the field."""
+    layers = {}
+    for node in graph:
+        if DCLS not in node.annotations:
+            continue
+        _on_synapse_group(node, DCLS, "the PyTorch importer")
+        info = check_value(_DCLS, node.annotations[DCLS], node.name, f"annotation {DCLS}")
+        rows, columns = node.op.weight.shape
+        for name in ("delay", "weight"):
+            shape = info[name].shape
+            if shape[:2] != (rows, columns) or shape[2] < 1 or shape != info["delay"].shape:
+                raise IRError(node.name, f"annotation {DCLS}.{name} is an array of shape {shape}; give delays and "
+                                         f"weights of one shape ({rows}, {columns}, elements), elements >= 1")
+        if rows % info["groups"] or columns % info["groups"]:
+            raise IRError(node.name, f"annotation {DCLS}.groups is {info['groups']}; give a number of groups that "
+                                     f"divides the layer's {rows} outputs and {columns} inputs")
+        try:
+            check_declared_array((_KERNEL_COPIES, rows, columns, info["kernel_size"]), np.float64, "")
+        except SnncError as e:
+            raise IRError(node.name, f"annotation {DCLS}.kernel_size is {info['kernel_size']}: its kernels{e}") from None
+        layers[node.name] = info
+    return layers

@@ -19,7 +19,7 @@ import numpy as np
 
 from snnc.errors import IRError
 from snnc.ir import Graph
-from snnc.ir.contracts import WEIGHT_STEP
+from snnc.ir.contracts import WEIGHT_STEP, check_quant
 from snnc.passes.fixed_point import QuantizePopulations
 
 #: Lava's decays are 12-bit: a decay factor of (4096 - d) / 4096.
@@ -131,7 +131,7 @@ class QuantizeLoihi(QuantizePopulations):
         one vth; a group with per-channel steps is rounded onto Lava's 8 bits like any other."""
         steps = {}
         for s in synapses:
-            quant = graph[s].annotations.get("quant")
+            quant = check_quant(graph[s])
             if quant is None:
                 continue
             scale = np.broadcast_to(np.asarray(quant["scale"], np.float64), units.shape)

@@ -40,6 +40,7 @@ import numpy as np
 
 from snnc.errors import IRError, SnncError
 from snnc.ir import NEURONS, Affine, Graph, Input
+from snnc.ir.contracts import ENCODINGS, RESOURCES, check_encoding, check_mapping, check_quant
 from snnc.ir.printer import show_name
 from snnc.passes import Pass
 from snnc.passes.fuse import is_population_form
@@ -47,9 +48,6 @@ from snnc.runtime.cost import HOST_POSITION, _route
 from snnc.runtime.placement import Layout, Piece, Placement
 from snnc.targets import Target
 
-#: The per-core resources, in the order demand vectors hold them.
-RESOURCES = ("neurons", "fan_in_axons", "fan_out_axons", "synaptic_memory_bits")
-ENCODINGS = ("dense", "sparse", "shared")
 #: Spikes per neuron per step assumed where no calibration inputs measure them.
 ESTIMATED_RATE = 0.1
 #: Run lengths the cut measures first: ``_demand`` prices every run up to its width at once, so a
@@ -159,8 +157,8 @@ def synapse_bits(node, target: Target) -> int:
     """Bits of one stored weight: the target's, or the bits quantize-weights chose where the
     target's synapse word is just its weight (Loihi; a SpiNNaker word keeps its 32 bits)."""
     bits = target.core["synapse_bits"]
-    quant = node.annotations.get("quant")
-    if quant and bits == target.formats.get("weight_bits"):
+    quant = check_quant(node)
+    if quant is not None and bits == target.formats.get("weight_bits"):
         return min(bits, int(quant["bits"]))
     return bits
 
@@ -211,9 +209,7 @@ def _read(graph: Graph, target: Target, rates: dict[str, np.ndarray]) -> _Networ
         (source,) = graph.predecessors(name)
         if not (isinstance(graph[source].op, Input) or graph[source].op.dynamics().spiking):
             raise IRError(name, f"reads {source!r}, which does not spike; cores send each other spikes only")
-        encoding = node.annotations.get("encoding")
-        if encoding is not None and encoding not in ENCODINGS:
-            raise IRError(name, f"annotation encoding={encoding!r} is not one of {', '.join(ENCODINGS)}")
+        encoding = check_encoding(node)
         shared = shared_kernel(node.op.weight, node.output_shape)
         if encoding == "shared" and shared is None:
             raise IRError(name, "is annotated encoding='shared', but its weights are not one kernel per channel")
@@ -831,9 +827,10 @@ class MapCores(Pass):
 
 
 def mapping_text(graph: Graph) -> str:
-    """The mapping map-cores wrote into ``graph``, as ``snnc inspect ARTIFACT --mapping`` prints it;
-    the model's strings (names, the calibration file) through ``show_name``."""
-    mapping = graph.metadata.get("mapping")
+    """The mapping map-cores wrote into ``graph``, as ``snnc inspect ARTIFACT --mapping`` prints it,
+    once ``check_mapping`` found it whole; the file's strings (names, the calibration file, link
+    kinds) through ``show_name``."""
+    mapping = check_mapping(graph)
     if mapping is None:
         raise SnncError("the graph holds no mapping: compile it for a hardware target whose pipeline runs map-cores "
                         "(or add map-cores to --passes)")
@@ -859,7 +856,7 @@ def mapping_text(graph: Graph) -> str:
              f"  greedy fill in layer order: {baseline}"]
     if mapping["links"]:
         top = mapping["links"][0]
-        lines.append(f"  most loaded link: {tuple(top['from'])} -> {tuple(top['to'])} ({top['kind']}), "
+        lines.append(f"  most loaded link: {tuple(top['from'])} -> {tuple(top['to'])} ({show_name(top['kind'])}), "
                      f"{top['messages_per_step']:.6g} messages per step")
     header = ("core", "chip", "tile", "pieces", "neurons", "fan-in", "fan-out", "memory bits", "out/step", "in/step")
     rows = [(str(c["core"]), str(c["chip"]), f"({c['tile'][0]},{c['tile'][1]})#{c['core_in_tile']}",
@@ -872,8 +869,8 @@ def mapping_text(graph: Graph) -> str:
               for row in [header, *rows]]
     lines.append("links (most loaded; tiles as (chip, x, y)):" if mapping["links"] else
                  "links: none used (every message stays within its tile)")
-    lines += [f"  {tuple(link['from'])} -> {tuple(link['to'])}  {link['kind']}  {link['messages_per_step']:.6g} "
-              "messages per step" for link in mapping["links"]]
+    lines += [f"  {tuple(link['from'])} -> {tuple(link['to'])}  {show_name(link['kind'])}  "
+              f"{link['messages_per_step']:.6g} messages per step" for link in mapping["links"]]
     return "\n".join(lines) + "\n"
 
 

@@ -27,11 +27,12 @@ import numpy as np
 
 from snnc.errors import IRError
 from snnc.ir import Affine, Graph
+from snnc.ir.contracts import DCLS, check_dcls
 from snnc.passes import Pass
 from snnc.passes.quantize import Calibration
 
 #: The annotation the PyTorch importer writes on the first tap node of a Dcls1d.
-ANNOTATION = "dcls"
+ANNOTATION = DCLS
 
 
 def tap_node_name(layer: str, rank: int) -> str:
@@ -79,7 +80,7 @@ class RoundDelays(Pass):
 
     def run(self, graph: Graph) -> Graph:
         self.layers, self.network, self.calibrated_on = {}, {}, {}
-        annotated = [node.name for node in graph if ANNOTATION in node.annotations]
+        annotated = list(check_dcls(graph))
         if not annotated:
             return graph
         calibration = Calibration(graph, self.calibration)

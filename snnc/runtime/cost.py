@@ -243,8 +243,10 @@ def cost_model(graph: Graph, target: Target, activity: Activity, placement: Plac
     """
     network = _population_form(graph)
     if target.has_hardware:
+        if placement is not None:
+            placement.check(network.neurons, target.core["neurons"])
+        # Placement.from_graph checks the one it reads; the default one is made to fit.
         placement = placement or Placement.from_graph(graph, target) or default_placement(graph, target)
-        placement.check(network.neurons, target.core["neurons"])
         pieces = placement.all_pieces()
     elif placement is not None:
         raise SnncError(f"target {target.name!r} models no hardware: a placement has no meaning for it")

@@ -15,10 +15,10 @@ meshes join into one board-wide mesh of tiles, on which messages are routed.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from math import prod
 
 from snnc.errors import SnncError
-from snnc.ir import NEURONS, Graph, verify
+from snnc.ir import Graph, verify
+from snnc.ir.contracts import check_pieces, check_placement, population_sizes
 from snnc.targets import Target
 
 
@@ -100,18 +100,14 @@ class Placement:
     @classmethod
     def from_graph(cls, graph: Graph, target: Target) -> Placement | None:
         """The placement that map-cores wrote into ``graph`` (``annotations["placement"]`` on every
-        neuron population), or None when the graph carries none. A graph mapped for another target
-        is refused: its cores mean nothing on this one."""
-        placed = {name: graph[name].annotations["placement"] for name in neuron_populations(graph)
-                  if "placement" in graph[name].annotations}
-        if not placed:
+        neuron population), or None when the graph carries none; checked against the target's board
+        (``check_placement``), so a placement made by hand or for another target is refused."""
+        layout = Layout.of(target)
+        placed = check_placement(verify(graph), target.name, layout.cores, target.core["neurons"])
+        if placed is None:
             return None
-        mapped_for = graph.metadata.get("mapping", {}).get("target")
-        if mapped_for != target.name:
-            raise SnncError(f"the graph's placement was made by map-cores for target {mapped_for!r}, not "
-                            f"{target.name!r}; compile it again for {target.name!r}")
-        return cls(Layout.of(target), {name: [Piece(name, int(p["core"]), int(p["start"]), int(p["stop"]))
-                                              for p in pieces] for name, pieces in placed.items()})
+        return cls(layout, {name: [Piece(name, core, start, stop) for core, start, stop in pieces]
+                            for name, pieces in placed.items()})
 
     def all_pieces(self) -> list[Piece]:
         return [piece for pieces in self.pieces.values() for piece in pieces]
@@ -125,32 +121,13 @@ class Placement:
         """Require every population of ``sizes`` to be covered by consecutive pieces, in order, on
         existing cores that hold at most ``neurons_per_core`` neurons each; a placement made by hand
         or by a future pass can break any of these."""
-        if set(self.pieces) != set(sizes):
-            missing, extra = sorted(set(sizes) - set(self.pieces)), sorted(set(self.pieces) - set(sizes))
-            raise SnncError(f"placement: populations {missing} are not placed" if missing
-                            else f"placement: {extra} are not neuron populations of the graph")
-        load: dict[int, int] = {}
-        for name, pieces in self.pieces.items():
-            stops = [p.stop for p in pieces]
-            if [p.start for p in pieces] != [0, *stops[:-1]] or stops[-1:] != [sizes[name]] \
-                    or any(p.neurons <= 0 for p in pieces):
-                raise SnncError(f"placement of {name!r}: pieces must cover neurons 0 to {sizes[name]} in order, "
-                                f"got {[(p.start, p.stop) for p in pieces]}")
-            for piece in pieces:
-                if not 0 <= piece.core < self.layout.cores:
-                    raise SnncError(f"placement of {name!r}: core {piece.core} does not exist "
-                                    f"(the board has {self.layout.cores})")
-                load[piece.core] = load.get(piece.core, 0) + piece.neurons
-        for core, neurons in load.items():
-            if neurons > neurons_per_core:
-                raise SnncError(f"placement: core {core} holds {neurons} neurons, "
-                                f"more than the core's {neurons_per_core}")
+        check_pieces({name: [(p.core, p.start, p.stop) for p in pieces] for name, pieces in self.pieces.items()},
+                     sizes, "placement", self.layout.cores, neurons_per_core)
 
 
 def neuron_populations(graph: Graph) -> dict[str, int]:
     """The neuron nodes in schedule order, with their number of neurons."""
-    verify(graph)
-    return {name: prod(graph[name].output_shape) for name in graph.schedule if isinstance(graph[name].op, NEURONS)}
+    return population_sizes(verify(graph))
 
 
 def default_placement(graph: Graph, target: Target) -> Placement:

@@ -56,17 +56,22 @@ def arithmetic_of(graph: Graph) -> str:
     return arithmetic
 
 
+def graph_target(graph: Graph, default: str | None = None) -> Target:
+    """The bundled target the graph's metadata names (``default`` if it names none). A name that is
+    no bundled target is refused rather than read as a path: a model file may name any file."""
+    name = graph.metadata.get("target", default)
+    if not (isinstance(name, str) and name in available_targets()):
+        raise SnncError(f"the graph is compiled for target {shown(name)}, which is not a bundled one "
+                        f"({', '.join(available_targets())}); run the artifact compiled for it, which holds its "
+                        "target.toml")
+    return load_target(name)
+
+
 def fixed_point_target(graph: Graph, arithmetic: str, target: Target | None) -> Target:
     """The target whose formats bound a graph quantized for ``arithmetic``: ``target`` (the
-    artifact's own), else the bundled target the graph's metadata names. A name that is no bundled
-    target is refused rather than read as a path, and so is a target of another arithmetic."""
-    if target is None:
-        name = graph.metadata.get("target")
-        if not (isinstance(name, str) and name in available_targets()):
-            raise SnncError(f"the graph is quantized for {arithmetic} arithmetic on target {shown(name)}, which is "
-                            f"not a bundled one ({', '.join(available_targets())}); run the artifact compiled for it, "
-                            "which holds its target.toml")
-        target = load_target(name)
+    artifact's own), else the bundled target the graph's metadata names (``graph_target``); one of
+    another arithmetic is refused."""
+    target = target or graph_target(graph)
     if target.arithmetic != arithmetic:
         raise SnncError(f"the graph is quantized for {arithmetic} arithmetic, but its target {target.name} has "
                         f"{target.arithmetic} arithmetic; compile it for that target again")
