@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snnc.errors import IRError, SnncError, shown
-from snnc.files import check_declared_array
+from snnc.errors import IRError, shown
+from snnc.files import MEMORY_BUDGET_VARIABLE, memory_budget
 from snnc.ir.graph import Graph
 from snnc.ir.ops import IF, LIF, NEURONS, Affine, CubaLIF, Input, Output
 
@@ -363,7 +363,8 @@ class Maybe:
         return "None or " + self.schema.valid()
 
     def problem(self, value) -> Problem | None:
-        return None if value is None else self.schema.problem(value)
+        problem = None if value is None else self.schema.problem(value)
+        return Problem("", problem.what, self.valid()) if problem and not problem.path else problem
 
 
 @dataclass(frozen=True)
@@ -389,16 +390,17 @@ class Array:
     positive: bool = False
 
     def valid(self) -> str:
-        kinds = " or ".join({"i": "integers", "u": "unsigned integers", "f": "finite floats"}[k] for k in self.kinds)
+        kinds = ("finite numbers" if set("fi") <= set(self.kinds) else
+                 "finite floats" if "f" in self.kinds else "integers")
         return f"a {self.ndim}-D array of {'positive ' if self.positive else ''}{kinds}"
 
     def problem(self, value) -> Problem | None:
         if not isinstance(value, np.ndarray) or value.dtype.kind not in self.kinds or value.ndim != self.ndim:
             return _wrong(self, value)
         if value.dtype.kind == "f" and not np.isfinite(value).all():
-            return Problem("", f"holds {shown(value[~np.isfinite(value)][0])}", self.valid())
+            return Problem("", f"holds {shown(value[~np.isfinite(value)][0].item())}", self.valid())
         if self.positive and value.size and value.min() <= 0:
-            return Problem("", f"holds {shown(value.min())}", self.valid())
+            return Problem("", f"holds {shown(value.min().item())}", self.valid())
         return None
 
 
@@ -559,10 +561,11 @@ def _placed(graph: Graph) -> dict[str, list[tuple[int, int, int]]] | None:
     mapping = graph.metadata.get("mapping")
     if not placed and mapping is None:
         return None
-    if not isinstance(mapping, dict):
-        state = "is missing" if mapping is None else f"is {_shown(mapping)}"
-        raise IRError(None, f"metadata mapping {state}; map-cores writes a table of its mapping beside the "
+    if mapping is None:
+        raise IRError(None, "metadata mapping is missing; map-cores writes a table of its mapping beside the "
                             "annotation placement of every neuron population")
+    if not isinstance(mapping, dict):
+        check_value(MAPPING, mapping, None, "metadata mapping")
     check_value(Text(), mapping.get("target"), None, "metadata mapping.target")
     for name in sizes:
         if name not in placed:
@@ -653,10 +656,10 @@ def check_mapping(graph: Graph) -> dict | None:
     annotated = Counter((name, start, stop, core) for name, pieces in placed.items() for core, start, stop in pieces)
     summarised = Counter((piece["population"], piece["start"], piece["stop"], core["core"])
                          for core in mapping["per_core"] for piece in core["pieces"])
-    extra, missing = next(iter(summarised - annotated), None), next(iter(annotated - summarised), None)
-    if extra or missing:
-        (name, start, stop, core), said = ((extra, "metadata mapping.per_core") if extra else
-                                           (missing, "the node's annotation placement"))
+    only_placed, only_listed = next(iter(annotated - summarised), None), next(iter(summarised - annotated), None)
+    if only_placed or only_listed:
+        (name, start, stop, core), said = ((only_placed, "the node's annotation placement") if only_placed else
+                                           (only_listed, "metadata mapping.per_core"))
         raise IRError(name, f"{said} alone puts neurons {start} to {stop - 1} on core {core}; map-cores writes the "
                             "two together, so compile the model again")
     return mapping
@@ -700,8 +703,9 @@ def check_quant(node) -> dict | None:
 
 
 def check_encoding(node) -> str | None:
-    """A synapse group's annotation ``encoding`` (None if it has none), once it is one of ENCODINGS."""
-    if "encoding" not in node.annotations:
+    """A synapse group's annotation ``encoding``, once it is one of ENCODINGS; None (or none at all)
+    leaves the choice to map-cores."""
+    if node.annotations.get("encoding") is None:
         return None
     _on_synapse_group(node, "encoding", "a user")
     return check_value(Text(ENCODINGS), node.annotations["encoding"], node.name, "annotation encoding")
@@ -711,7 +715,7 @@ def check_encoding(node) -> str | None:
 DCLS = "dcls"
 _DCLS = Table({"layer": Text(), "version": Text(), "kernel_size": Number(1), "groups": Number(1),
                "taps": Items(Text(), 1), "delay": Array("iuf", 3), "weight": Array("iuf", 3)})
-#: round-delays holds about this many arrays of a layer's kernel (synapses x kernel size) at once.
+#: round-delays holds about this many float64 arrays of a layer's kernel (synapses x kernel size) at once.
 _KERNEL_COPIES = 4
 
 
@@ -736,9 +740,10 @@ def check_dcls(graph: Graph) -> dict[str, dict]:
         if rows % info["groups"] or columns % info["groups"]:
             raise IRError(node.name, f"annotation {DCLS}.groups is {info['groups']}; give a number of groups that "
                                      f"divides the layer's {rows} outputs and {columns} inputs")
-        try:
-            check_declared_array((_KERNEL_COPIES, rows, columns, info["kernel_size"]), np.float64, "")
-        except SnncError as e:
-            raise IRError(node.name, f"annotation {DCLS}.kernel_size is {info['kernel_size']}: its kernels{e}") from None
+        needed, budget = _KERNEL_COPIES * 8 * rows * columns * info["kernel_size"], memory_budget()
+        if needed > budget:
+            raise IRError(node.name, f"annotation {DCLS}.kernel_size is {info['kernel_size']}: round-delays would hold "
+                                     f"{needed} bytes of its kernels, more than snnc's memory budget of {budget} "
+                                     f"({MEMORY_BUDGET_VARIABLE} sets it in bytes)")
         layers[node.name] = info
     return layers

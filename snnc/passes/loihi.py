@@ -40,7 +40,8 @@ def _uniform(node, name: str, values: np.ndarray) -> float:
 
 def _largest_scale(values: np.ndarray, low: float, high: float) -> float:
     """The largest s with low <= values * s <= high (infinite for values all 0)."""
-    top, bottom = values.max(initial=0.0), values.min(initial=0.0)
+    # Python floats: a quotient beyond every float is inf, which numpy would also warn about.
+    top, bottom = float(values.max(initial=0.0)), float(values.min(initial=0.0))
     return min(high / top if top > 0 else math.inf, low / bottom if bottom < 0 else math.inf)
 
 
@@ -156,7 +157,8 @@ class QuantizeLoihi(QuantizePopulations):
         candidates = {largest}
         for step in steps.values():
             for exponent in range(max(formats["weight_exponent_min"], 0), formats["weight_exponent_max"] + 1):
-                exact = 2.0 ** (exponent + 1) / step
+                # No vth above largest is taken, so a step small enough to make this infinite offers none.
+                exact = min(2.0 ** (exponent + 1) / step, largest + 1)
                 candidates.update(vth for vth in (math.floor(exact), math.ceil(exact)) if 1 <= vth <= largest)
         unity = 1 << ACTIVATION_SHIFT
         synapses = {s: w[w != 0] for s, w in weights.items()}  # zeros stay zero at every vth
