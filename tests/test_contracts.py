@@ -6,6 +6,13 @@ strings, bools, floats, huge integers, wrong shapes or unknown models, or whose 
 population form, go through ``snnc run`` and ``snnc compile --passes ''``: each is refused with exit
 code 2 and one line naming the node and the field, and nothing is written. Graphs that the real
 passes quantized still run and compile.
+
+The other annotations and metadata that passes write and later code reads back (map-cores'
+placement and mapping, quantize-weights' quant, encoding, the DCLS layers of round-delays,
+fused_from, the metadata's target and arithmetic) are edited into the IR of the compiled digits
+network and go through every command that reads them (run and its cost report, inspect --mapping
+and --target, compile with the passes that read them, export): the same one line naming the node
+(or the metadata) and the key with the path of the value at fault, exit code 2, nothing written.
 """
 
 import json
@@ -741,9 +748,9 @@ def test_a_metadata_target_is_a_bundled_name_for_the_cost_report_too(digits, tmp
     assert json.loads((tmp_path / "r.json").read_text())["target"] == "loihi2"
 
 
-def test_metadata_that_a_program_is_written_from_is_checked(digits, tmp_path, capsys):
-    """A re-sealed artifact whose metadata target is no string (the Lava program's docstring
-    names it) and a graph whose arithmetic is an array (read by --precision) are refused."""
+def test_a_metadata_target_that_is_no_text_is_refused(digits, tmp_path, capsys):
+    """A re-sealed artifact whose metadata target (which the Lava program's docstring names) is a
+    list: refused before anything runs."""
     artifact = copied_artifact(digits, tmp_path, "loihi2")
     graph = ir.load(artifact / IR_FILE)
     graph.metadata["target"] = ["loihi2"]
@@ -753,10 +760,19 @@ def test_metadata_that_a_program_is_written_from_is_checked(digits, tmp_path, ca
     for backend in ("sim", "lava"):
         code = cli("run", artifact, "--input", digits / "x.npy", "-o", tmp_path / "y.npz", "--backend", backend)
         assert_refused(capsys, code, "metadata target is ['loihi2'] (list)", "give None or a string")
-    evil = edited(digits, tmp_path, "sim", lambda graph: graph.metadata.update(arithmetic=np.zeros(2)))
-    code = cli(*run(digits, tmp_path, evil, "--precision", "float32"))
-    assert_refused(capsys, code, "the graph is compiled for array([0., 0.]) arithmetic")
     assert not (tmp_path / "y.npz").exists()
+
+
+@pytest.mark.parametrize("target", KEY)
+def test_a_metadata_arithmetic_that_is_an_array_is_refused(digits, tmp_path, capsys, target):
+    """--precision and the emitters compare the arithmetic with a name; an array compares element
+    by element, and is refused like any other value that names none."""
+    evil = edited(digits, tmp_path, target, lambda graph: graph.metadata.update(arithmetic=np.zeros(2)))
+    assert_commands_refuse(tmp_path, capsys, [run(digits, tmp_path, evil, "--precision", "float32")],
+                           "the graph is compiled for array([0., 0.]) arithmetic")
+    needs = {"loihi2": "the Lava backend", "spinnaker": "the PyNN script"}[target]
+    assert_commands_refuse(tmp_path, capsys, [compiled(evil, tmp_path, target)],
+                           f"{needs} (pass quantize-{KEY[target]}) needs a graph quantized for a {KEY[target]} target")
 
 
 def test_export_carries_a_hostile_annotation_and_its_reader_still_refuses_it(digits, tmp_path, capsys):

@@ -59,7 +59,9 @@ class GeneratedProgram:
     needs: str
 
     def __init__(self, graph: Graph, target: Target):
-        if graph.metadata.get("arithmetic") != self.arithmetic:
+        arithmetic = graph.metadata.get("arithmetic")
+        # A file's metadata may hold an array, which == compares element by element.
+        if not (isinstance(arithmetic, str) and arithmetic == self.arithmetic):
             raise SnncError(f"{self.needs} needs a graph quantized for a {self.arithmetic} target")
         #: Each population's and synapse group's annotation, checked.
         self.fixed = check_fixed_point(graph, target.formats)
