@@ -725,10 +725,10 @@ def test_a_well_formed_dcls_layer_is_rounded(digits, tmp_path):
 
 
 @pytest.mark.parametrize("target", KEY)
-@pytest.mark.parametrize("value, what", [(np.zeros(2), " is an array of float64 and shape (2,); give a list of 1"),
+@pytest.mark.parametrize("value, what", [(np.zeros(2), " is an array of float64 and shape (2,); give a list of 0"),
                                          ([1], "[0] is 1 (int); give a string"),
-                                         ([], " is [] (list); give a list of 1 or more items, each a string"),
-                                         ("fc1", " is 'fc1' (str); give a list of 1")])
+                                         ([None], "[0] is None (NoneType); give a string"),
+                                         ("fc1", " is 'fc1' (str); give a list of 0")])
 def test_a_hostile_fused_from_is_refused_by_run_and_compile(digits, tmp_path, capsys, target, value, what):
     """The Lava lowering table lists fused_from; the fixed-point contract holds it to names."""
     evil = edited(digits, tmp_path, target, lambda graph: graph[FC1].annotations.update(fused_from=value))

@@ -669,7 +669,8 @@ def check_mapping(graph: Graph) -> dict | None:
 
 #: fuse-synapses' annotation on a synapse group: the nodes of the model it was made from, which the
 #: Lava lowering table lists.
-FUSED_FROM = Items(Text(), low=1)
+#: Empty where fusion wrote a synapse for a direct edge between two populations (no model node between them).
+FUSED_FROM = Items(Text())
 
 
 #: Bits of quantize-weights' mantissas (--weight-bits).
