@@ -116,3 +116,12 @@ def test_run_prints_output_names_escaped(hostile_model, tmp_path, capsys):
     out = capsys.readouterr().out
     assert_inert(out)
     assert f"  {show_name(TERMINAL_NAMES['out'])}  " in out
+
+
+def test_json_dump_is_standard_json_when_an_annotation_holds_non_finite_numbers():
+    """JSON has no NaN or Infinity: a hand-made annotation's non-finite numbers are written as text."""
+    graph = mlp(np.random.default_rng(0), sizes=(3, 2))
+    graph["fc0"].annotations["note"] = {"scale": float("nan"), "range": np.array([-np.inf, 1.0, np.inf])}
+    document = json.loads(to_json(graph), parse_constant=lambda name: pytest.fail(f"non-standard JSON: {name}"))
+    note = next(n for n in document["nodes"] if n["name"] == "fc0")["annotations"]["note"]
+    assert note["scale"] == "nan" and note["range"]["min"] == "-inf" and note["range"]["max"] == "inf"

@@ -6,6 +6,7 @@ All three formats come from one summary per node, so they always say the same th
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -63,14 +64,18 @@ def _value_text(value) -> str:
 
 
 def _jsonable(value):
+    """``value`` as standard JSON: arrays summarised, and a non-finite number (only a hand-made
+    annotation holds one) as its text, since JSON has no NaN or Infinity."""
     if isinstance(value, np.ndarray):
-        return array_summary(value)
+        return _jsonable(array_summary(value))
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     return value
 
 
@@ -94,7 +99,7 @@ def to_json(graph: Graph) -> str:
         "nodes": [node_summary(graph, n) for n in graph],
         "edges": [{"source": s, "target": t, "recurrent": (s, t) in graph.recurrent_edges} for s, t in graph.edges],
     }
-    return json.dumps(document, indent=2)
+    return json.dumps(document, indent=2, allow_nan=False)
 
 
 def _params_text(node: Node) -> str:
