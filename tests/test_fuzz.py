@@ -144,40 +144,31 @@ def _parent(document, path: list):
     return document
 
 
-def _toml_set(data: bytes, suffix, m) -> bytes:
-    document = tomllib.loads(data.decode())
-    _parent(document, m["path"])[m["path"][-1]] = _TomlText(m["value"])
-    return _toml_dump(document)
-
-
-def _toml_delete(data: bytes, suffix, m) -> bytes:
-    document = tomllib.loads(data.decode())
-    del _parent(document, m["path"])[m["path"][-1]]
-    return _toml_dump(document)
-
-
-def _json_set(data: bytes, suffix, m) -> bytes:
-    document = json.loads(data)
+def _change(document, m, value=lambda v: v):
+    """``document`` with the value at ``m["path"]`` replaced by ``m["value"]``, or deleted where the
+    edit has no value."""
     if not m["path"]:
-        return json.dumps(m["value"]).encode()
-    _parent(document, m["path"])[m["path"][-1]] = m["value"]
-    return json.dumps(document, indent=1).encode()
+        return value(m["value"])
+    parent, key = _parent(document, m["path"]), m["path"][-1]
+    if "value" in m:
+        parent[key] = value(m["value"])
+    else:
+        del parent[key]
+    return document
 
 
-def _json_delete(data: bytes, suffix, m) -> bytes:
-    document = json.loads(data)
-    del _parent(document, m["path"])[m["path"][-1]]
-    return json.dumps(document, indent=1).encode()
+def _toml(data: bytes, suffix, m) -> bytes:
+    return _toml_dump(_change(tomllib.loads(data.decode()), m, _TomlText))
+
+
+def _json(data: bytes, suffix, m) -> bytes:
+    return json.dumps(_change(json.loads(data), m), indent=1).encode()
 
 
 def _json_nest(data: bytes, suffix, m) -> bytes:
     """The value at ``path`` replaced by lists nested ``depth`` deep."""
     marker = "\x00nest"
-    document = json.loads(data)
-    if m["path"]:
-        _parent(document, m["path"])[m["path"][-1]] = marker
-    else:
-        document = marker
+    document = _change(json.loads(data), {"path": m["path"], "value": marker})
     return json.dumps(document).replace(json.dumps(marker), "[" * m["depth"] + "]" * m["depth"]).encode()
 
 
@@ -386,6 +377,10 @@ def _nir_edges(file, m) -> None:
     _nir_replace(file, m["path"], np.array(m["value"], dtype=h5py.string_dtype()).reshape(-1, len(m["value"][0])))
 
 
+def _nir_drop(file, m) -> None:
+    del file[m["path"]]
+
+
 def _nir_nest(file, m) -> None:
     """A node moved ``depth`` NIRGraph groups deep."""
     file.move(m["path"], "nested")
@@ -404,14 +399,14 @@ NIR_EDITS = {
     "fill": _nir_fill,
     "type": _nir_type,
     "edges": _nir_edges,
-    "drop": lambda file, m: file.__delitem__(m["path"]),
+    "drop": _nir_drop,
     "nest": _nir_nest,
 }
 
 EDITS = {
     "flip": _flip, "truncate": _truncate, "insert": _insert, "overwrite": _overwrite,
-    "toml": _toml_set, "toml-delete": _toml_delete,
-    "json": _json_set, "json-delete": _json_delete, "json-nest": _json_nest,
+    "toml": _toml, "toml-delete": _toml,
+    "json": _json, "json-delete": _json, "json-nest": _json_nest,
     "npy": _npy_header,
     "member": _member, "member-drop": _member_drop, "member-add": _member_add, "member-rename": _member_rename,
     "onnx": _onnx, "nir": _nir,
