@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import snnc
-from snnc.errors import SnncError
+from snnc.errors import SnncError, one_line
 from snnc.files import atomic_write, check_writable_place, load_arrays
 
 EXIT_USAGE = 2
@@ -78,7 +78,7 @@ def _warn(reports: dict) -> None:
     line each on stderr."""
     for name, report in reports.items():
         for warning in report.get("warnings", []):
-            print(f"snnc: warning: {name}: {warning}", file=sys.stderr)
+            print(one_line(f"snnc: warning: {name}: {warning}"), file=sys.stderr)
 
 
 #: The model formats that take each model flag (load_model): NIR stores neither a time step nor a
@@ -109,7 +109,7 @@ def _load(args):
     graph = load_model(path, dt=args.dt, reset=args.reset)
     if kind == ".nir":
         for line in decay_warnings(graph):
-            print(f"snnc: warning: {args.model}: {line}", file=sys.stderr)
+            print(one_line(f"snnc: warning: {args.model}: {line}"), file=sys.stderr)
     return graph
 
 
@@ -689,17 +689,18 @@ def main(argv: list[str] | None = None) -> int:
     except SnncError as e:
         if debug:
             raise
-        print(f"snnc: error: {e}", file=sys.stderr)
+        print(one_line(f"snnc: error: {e}"), file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:
         if debug:
             raise
-        print(f"snnc: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        print(one_line(f"snnc: error: {e.filename or ''}: {e.strerror or e}"), file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:  # a bug in snnc, not the user's input
         if debug:
             raise
-        print(f"snnc: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(one_line(f"snnc: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)"),
+              file=sys.stderr)
         return EXIT_INTERNAL
 
 

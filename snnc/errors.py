@@ -30,3 +30,10 @@ def shown(value, limit: int = 60) -> str:
     several; control characters in text are escaped), cut at ``limit`` characters."""
     text = " ".join(repr(value).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: a control character (a newline in a file name the user gave,
+    an escape sequence in a model's name) becomes a visible escape, so a message never forges a
+    second line or rewrites the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] if c.isascii() else f"\\u{ord(c):04x}" for c in str(text))

@@ -153,6 +153,14 @@ def test_an_unusable_input_is_one_line_naming_input(work, capsys, array):
     assert not (work / "y.npz").exists()
 
 
+def test_a_file_name_with_control_characters_is_shown_escaped_on_the_one_line(work, capsys):
+    """The user's own path may hold a newline or an escape sequence; the message stays one line."""
+    np.save("bad\n\x1b[2Jx.npy", np.zeros((2, 40, 4)))
+    line = _refused(capsys, ["run", "m.snnir", "--input", "bad\n\x1b[2Jx.npy", "-o", "y.npz"], "--input bad\\n\\x1b[2Jx.npy")
+    assert line.isprintable()
+    assert not (work / "y.npz").exists()
+
+
 def test_a_run_is_sized_against_the_memory_budget_before_it_allocates(work, capsys, monkeypatch):
     """Inputs padded to --steps (2 x 1000 x 5 float64), outputs (2 x 1000 x 3 int8) and a probe's v
     and i (2 x 7 x 1000 float64 each) against a budget that holds the first two but not the probe."""
