@@ -249,3 +249,13 @@ def test_running_in_blocks_of_steps_gives_the_same_result(monkeypatch, block, bu
     blocks = simulate(graph, x, probes=probes)
     for key in whole:
         np.testing.assert_allclose(whole[key], blocks[key], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("stepwise", [False, True])
+def test_a_diverging_state_is_one_error_naming_the_node(stepwise):
+    """A decay below -1 (forward Euler with dt over twice tau) grows the state past the float range:
+    that is an error naming the neuron, not numpy warnings followed by NaN outputs."""
+    graph = chain(("in", ir.Input(shape=(1,))), ("n", lif(v_decay=-1e300, v_threshold=1e308)), ("out", ir.Output()))
+    x = np.ones((1, 5, 1))
+    with pytest.raises(SnncError, match=r"node 'n': its state overflows the float simulation"):
+        Simulator(graph, stepwise=stepwise).run(x)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 import numba
 import numpy as np
 
-from snnc.errors import SnncError, shown
+from snnc.errors import IRError, SnncError, shown
 from snnc.ir import Graph, verify
 from snnc.ir.contracts import check_fixed_point
 from snnc.ir.ops import NEURONS, Affine, Output
@@ -236,16 +236,31 @@ class Simulator:
             name = component[0]
             if name in inputs:
                 values[name] = inputs[name]
-            elif self.stepwise or len(component) > 1 or (name, name) in graph.edges:
-                self._run_steps(component, values, batch, steps)
             else:
-                values[name] = self.kernels[name].sequence(self._sum_inputs(name, values))
+                self._run_component(component, values, batch, steps)
             for member in component:
                 for source in graph.predecessors(member):
                     remaining_reads[source] -= 1
                     if remaining_reads[source] == 0 and source not in keep:
                         del values[source]
         return values
+
+    def _run_component(self, component: list[str], values: dict, batch: int, steps: int) -> None:
+        """One component over one block: a cycle (or any node, when ``stepwise``) step by step, else
+        the whole block at once. Finite parameters can still make a state grow without bound (a
+        forward-Euler decay below -1): that is said once, naming the node, instead of numpy's
+        warnings followed by NaN outputs."""
+        name = component[0]
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                if self.stepwise or len(component) > 1 or (name, name) in self.graph.edges:
+                    self._run_steps(component, values, batch, steps)
+                else:
+                    values[name] = self.kernels[name].sequence(self._sum_inputs(name, values))
+        except FloatingPointError:
+            raise IRError(name, "its state overflows the float simulation: the network diverges (a decay below -1, "
+                                "as a time step over twice a time constant gives, or weights too large for the "
+                                "float range); give a shorter time step") from None
 
     def _sum_inputs(self, name: str, values: dict[str, np.ndarray]) -> np.ndarray:
         sources = self.graph.predecessors(name)
