@@ -135,6 +135,13 @@ HOSTILE_NAMES = {"in": "in'); open('PWNED_QUOTE', 'w'); ('",
 HOSTILE_GRAPH_NAME = 'mlp"""; open("PWNED_GRAPH_NAME", "w"); """'
 
 
+
+def delayed_mlp():
+    """A 6-5-4 MLP whose first synapse group (fc0) has per-synapse delays of 0 to 2 steps."""
+    graph = mlp(np.random.default_rng(6), sizes=(6, 5, 4))
+    graph["fc0"].op.delay = np.random.default_rng(7).integers(0, 3, size=(5, 6))
+    return graph
+
 def hostile_mlp(rng):
     """A 6-5-4 MLP whose nodes are named by HOSTILE_NAMES, and the graph by HOSTILE_GRAPH_NAME."""
     graph = mlp(rng, sizes=(6, 5, 4))

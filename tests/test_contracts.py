@@ -32,7 +32,7 @@ from snnc.runtime import simulator as simulator_module
 from snnc.runtime.simulator import Simulator
 from snnc.targets import TARGET_DIR, load_target
 
-from graphs import mlp, spikes
+from graphs import delayed_mlp, mlp, spikes
 
 #: The annotation key of each target's arithmetic.
 KEY = {"loihi2": "loihi", "spinnaker": "spinnaker"}
@@ -47,9 +47,7 @@ def cli(*args) -> int:
 def lowered(tmp_path_factory):
     """For each target, an artifact of a 6-5-4 MLP with per-synapse delays, and the inputs it runs on."""
     root = tmp_path_factory.mktemp("lowered")
-    graph = mlp(np.random.default_rng(6), sizes=(6, 5, 4))
-    graph[SYNAPSE].op.delay = np.random.default_rng(7).integers(0, 3, size=(5, 6))
-    ir.save(graph, root / "model.snnir")
+    ir.save(delayed_mlp(), root / "model.snnir")
     np.save(root / "x.npy", spikes(np.random.default_rng(8), (2, 25, 6)).astype(np.int8))
     for target in KEY:
         assert cli("compile", root / "model.snnir", "--target", target, "-o", root / target) == 0

@@ -32,7 +32,7 @@ from snnc.runtime.lava_run import run_lava
 from snnc.runtime.simulator import simulate
 from snnc.targets import TARGET_DIR, load_target, parse_target
 
-from graphs import mlp, spikes
+from graphs import delayed_mlp, mlp, spikes
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 #: The generated programs of each target's artifact.
@@ -274,9 +274,7 @@ def test_a_hostile_script_runs_on_nest_as_the_plainly_named_network_does(tmp_pat
 def lowered_files(tmp_path_factory):
     """For each target, a compiled artifact of a 6-5-4 MLP with per-synapse delays."""
     root = tmp_path_factory.mktemp("lowered")
-    graph = mlp(np.random.default_rng(6), sizes=(6, 5, 4))
-    graph[SYNAPSE].op.delay = np.random.default_rng(7).integers(0, 3, size=(5, 6))
-    ir.save(graph, root / "model.snnir")
+    ir.save(delayed_mlp(), root / "model.snnir")
     for target in PROGRAMS:
         assert main(["compile", str(root / "model.snnir"), "--target", target, "-o", str(root / target)]) == 0
     return root
