@@ -18,3 +18,15 @@ def write_nir_tree(path, node: dict) -> None:
 
     with h5py.File(path, "w") as file:
         put(file.create_group("node"), node)
+
+
+def set_at(path, value):
+    """An edit of a parsed document (JSON, a manifest) that sets the item at ``path`` (keys and
+    indices) to ``value`` and returns the document."""
+    def edit(document):
+        target = document
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return document
+    return edit

@@ -28,6 +28,7 @@ from snnc.runtime import lava_run
 from snnc.targets import load_target
 
 from graphs import mlp, spikes
+from model_files import set_at
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,15 +185,8 @@ def _extension(**fields):
 
 
 def _set(*path_and_value):
-    *path, value = path_and_value
-
-    def edit(description):
-        place = description
-        for key in path[:-1]:
-            place = place[key]
-        place[path[-1]] = value
-        return description
-    return edit
+    """``set_at`` with the path's keys and the value as arguments."""
+    return set_at(path_and_value[:-1], path_and_value[-1])
 
 
 MACHINE_JSON_EDITS = {

@@ -16,6 +16,7 @@ from snnc.errors import IRError, SnncError
 from snnc.ir import printer, serialize
 
 from graphs import chain, conv_net, lif, recurrent_mlp
+from model_files import set_at
 
 
 def test_shapes_are_inferred_through_convolutions_pooling_and_flatten():
@@ -261,15 +262,7 @@ def _ir_file(document=None, arrays=None, members=None):
     return buffer.getvalue()
 
 
-def _edit(path, value):
-    """A document edit that sets the item at ``path`` (keys and indices) to ``value``."""
-    def edit(document):
-        target = document
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-        return document
-    return edit
+_edit = set_at
 
 
 def _nested(depth):
